@@ -1,0 +1,59 @@
+"""DDL for the buffer database. Bump SCHEMA_VERSION with any change and add a migration."""
+
+SCHEMA_VERSION = 1
+
+DDL = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS events (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at    REAL    NOT NULL,
+    event_name     TEXT    NOT NULL,
+    transport_id   TEXT,
+    snyk_timestamp TEXT,
+    body_sha256    TEXT    NOT NULL,
+    body           BLOB    NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS quarantine (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at    REAL    NOT NULL,
+    event_name     TEXT    NOT NULL,
+    transport_id   TEXT,
+    snyk_timestamp TEXT,
+    body_sha256    TEXT    NOT NULL,
+    body           BLOB    NOT NULL,
+    reason         TEXT    NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS transport_ids (
+    transport_id TEXT PRIMARY KEY,
+    seen_at      REAL NOT NULL,
+    event_id     INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS transport_ids_seen_at ON transport_ids (seen_at);
+
+CREATE TABLE IF NOT EXISTS cursors (
+    output       TEXT PRIMARY KEY,
+    event_id     INTEGER NOT NULL,
+    record_index INTEGER NOT NULL,
+    delivered    INTEGER NOT NULL DEFAULT 0,
+    updated_at   REAL    NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    output       TEXT    NOT NULL,
+    record_id    TEXT    NOT NULL,
+    event_id     INTEGER NOT NULL,
+    record_index INTEGER NOT NULL,
+    reason       TEXT    NOT NULL,
+    attempts     INTEGER NOT NULL,
+    failed_at    REAL    NOT NULL,
+    message      BLOB    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letters_output ON dead_letters (output, failed_at);
+"""

@@ -1,0 +1,172 @@
+"""Command line: ``serve``, ``check-config``, ``send-test``.
+
+Exit codes: 0 success; 1 a command's own failure (``send-test`` got a non-2xx); 2 usage;
+69 (EX_UNAVAILABLE) a port, directory or certificate unusable at start; 78 (EX_CONFIG) a
+configuration error — systemd units list 78 in RestartPreventExitStatus so a typo does not
+restart-loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import ssl
+import sys
+import uuid
+from importlib import resources
+from pathlib import Path
+
+from forwarder import __version__
+from forwarder.config import Config, load_config
+from forwarder.config.embedded import embedded_config
+from forwarder.errors import ConfigError, ForwarderError
+
+SAMPLES = (
+    "snapshot_small.json",
+    "snapshot_container.json",
+    "snapshot_empty.json",
+    "body_a.json",
+    "body_b.json",
+    "ping.json",
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args))
+    except ConfigError as exc:
+        print(f"configuration error: {exc.render()}", file=sys.stderr)
+        return exc.exit_code
+    except ForwarderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return int(getattr(exc, "exit_code", 1))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="snyk-forwarder", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"snyk-forwarder {__version__}")
+    sub = parser.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="run the daemon (built-in quick-start config when --config is absent)")
+    serve.add_argument("--config", type=Path, help="TOML configuration file")
+    serve.set_defaults(handler=_serve)
+
+    check = sub.add_parser("check-config", help="validate a configuration file and exit")
+    check.add_argument("--config", type=Path, help="TOML configuration file (default: the built-in one)")
+    check.set_defaults(handler=_check_config)
+
+    send = sub.add_parser("send-test", help="POST a signed sample Snyk event to a running forwarder")
+    send.add_argument("--config", type=Path, help="the running forwarder's configuration (default: built-in)")
+    send.add_argument("--file", type=Path, help="payload to send (default: a sample snapshot shipped with the package)")
+    send.add_argument("--sample", choices=SAMPLES, default="snapshot_small.json", help="which shipped sample to send")
+    send.add_argument(
+        "--event",
+        default=None,
+        help="X-Snyk-Event value (default: ping/v0 for ping.json, else project_snapshot/v0)",
+    )
+    send.add_argument("--url", help="override the URL derived from the configuration")
+    send.add_argument("--cacert", type=Path, help="CA file to verify the forwarder's certificate")
+    send.add_argument("--insecure", action="store_true", help="do not verify the certificate (trials only)")
+    send.set_defaults(handler=_send_test)
+    return parser
+
+
+def _load(path: Path | None) -> Config:
+    return embedded_config() if path is None else load_config(path)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from forwarder import logs, service  # heavy imports only for the daemon
+
+    config = _load(args.config)
+    logs.configure(config.service.log_level)
+
+    def ready(svc: service.Service) -> None:
+        _print_banner(svc, args.config)
+
+    return service.run(config, on_ready=ready)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    outputs = ", ".join(f"{o.name} ({o.type})" for o in config.outputs)
+    print(
+        f"{config.source}: OK — listen {config.listen.address}:{config.listen.port}{config.listen.path}, "
+        f"{len(config.webhook.secrets)} webhook secret(s), state in {config.state_dir}, outputs: {outputs}"
+    )
+    return 0
+
+
+def _send_test(args: argparse.Namespace) -> int:
+    import httpx
+
+    from forwarder.receiver.verify import signature
+    from forwarder.service import tls_files
+
+    config = _load(args.config)
+    if args.file is not None:
+        body = args.file.read_bytes()
+        name = args.file.name
+    else:
+        body = resources.files("forwarder.samples").joinpath(args.sample).read_bytes()
+        name = args.sample
+    event = args.event or ("ping/v0" if name.startswith("ping") else "project_snapshot/v0")
+    listen = config.listen
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(listen.address, listen.address)  # noqa: S104
+    host = f"[{host}]" if ":" in host else host
+    scheme = "http" if listen.plain_http else "https"
+    url = args.url or f"{scheme}://{host}:{listen.port}{listen.path}"
+    verify: bool | ssl.SSLContext = True
+    cafile = args.cacert
+    if cafile is None and listen.tls_self_signed:
+        files = tls_files(config)
+        cafile = files[2] if files else None
+    if args.insecure:
+        verify = False
+    elif cafile is not None:
+        verify = ssl.create_default_context(cafile=str(cafile))
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "snyk-forwarder-send-test",
+        "X-Snyk-Event": event,
+        "X-Snyk-Transport-ID": str(uuid.uuid4()),
+        "X-Hub-Signature": signature(config.webhook.secrets[0].reveal().encode(), body).decode(),
+    }
+    try:
+        response = httpx.post(url, content=body, headers=headers, verify=verify, timeout=30.0)
+    except httpx.HTTPError as exc:
+        print(
+            f"could not reach the forwarder at {url}: {exc}. Is `snyk-forwarder serve` running with this "
+            "configuration?",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"POST {url} ({name}, {len(body)} bytes, {event}) → {response.status_code} {response.text}")
+    return 0 if response.is_success else 1
+
+
+def _print_banner(svc: object, config_path: Path | None) -> None:
+    from forwarder.service import Service
+
+    assert isinstance(svc, Service) and svc.endpoint is not None
+    config = svc.config
+    me = "python -m forwarder" if sys.argv[0].endswith("__main__.py") else shlex.quote(sys.argv[0])
+    with_config = f" --config {shlex.quote(str(config_path))}" if config_path else ""
+    lines = [f"snyk-forwarder {__version__} listening on {svc.endpoint.url}"]
+    if svc.endpoint.ca_file:
+        lines.append(f"  TLS:      self-signed; CA for clients: {svc.endpoint.ca_file}")
+    lines.append(f"  buffer:   {config.state_dir / 'buffer.db'}")
+    for oc in config.outputs:
+        where = (
+            getattr(oc.settings, "path", None)
+            or f"{getattr(oc.settings, 'host', '?')}:{getattr(oc.settings, 'port', '?')}"
+        )
+        lines.append(f"  output:   {oc.name} ({oc.type}, {oc.delivery.format}) → {where}")
+    lines.append("Send a signed sample Snyk event from another terminal:")
+    lines.append(f"  {me} send-test{with_config}")
+    print("\n".join(lines), flush=True)

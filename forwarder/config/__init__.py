@@ -1,0 +1,225 @@
+"""TOML → validated, frozen :class:`Config`.
+
+``parse_config(text)`` is kept apart from reading the file so tests feed strings and
+``check-config`` runs exactly the code ``serve`` runs. Relative paths resolve against the
+directory of the config file (or the working directory for the embedded default).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import replace
+from pathlib import Path
+
+from forwarder.config.model import (
+    ACTIONS,
+    SEVERITIES,
+    BufferConfig,
+    Config,
+    DeliveryConfig,
+    ListenConfig,
+    OutputConfig,
+    RecordsConfig,
+    ServiceConfig,
+    WebhookConfig,
+)
+from forwarder.config.reader import Table
+from forwarder.config.secrets import Secret, resolve_secret
+from forwarder.errors import ConfigError
+
+__all__ = ["Config", "ConfigError", "OutputConfig", "load_config", "parse_config"]
+
+_OUTPUT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a config file; every error names the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            "<file>",
+            f"cannot read config file: {exc.strerror or exc}",
+            file=str(path),
+            hint="check the path given to --config and its permissions",
+        ) from exc
+    try:
+        return parse_config(text, base_dir=path.resolve().parent, source=str(path))
+    except ConfigError as exc:
+        raise exc.in_file(str(path)) from None
+
+
+def parse_config(text: str, *, base_dir: Path, source: str = "<string>") -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("<toml>", f"is not valid TOML: {exc}", hint="fix the syntax at the line shown") from None
+    root = Table(data, "", base_dir)
+    config = Config(
+        listen=_listen(root.table("listen")),
+        webhook=_webhook(root.table("webhook", required=True)),
+        buffer=_buffer(root.table("state"), root.table("buffer"), base_dir),
+        records=_records(root.table("records")),
+        service=_service(root.table("service")),
+        outputs=_outputs(root.table("outputs", required=True)),
+        source=source,
+    )
+    root.finish()
+    return config
+
+
+def _listen(t: Table) -> ListenConfig:
+    d = ListenConfig()
+    cfg = ListenConfig(
+        address=t.string("address", d.address),
+        port=t.integer("port", d.port, minimum=0, maximum=65535),
+        path=t.string("path", d.path),
+        tls_cert=t.path_value("tls_cert", None),
+        tls_key=t.path_value("tls_key", None),
+        tls_self_signed=t.boolean("tls_self_signed", d.tls_self_signed),
+        plain_http=t.boolean("plain_http", d.plain_http),
+        max_body_bytes=t.size("max_body_bytes", d.max_body_bytes, minimum=1024),
+        max_inflight_body_bytes=t.size("max_inflight_body_bytes", d.max_inflight_body_bytes, minimum=1024),
+        body_timeout=t.duration("body_timeout", d.body_timeout, minimum=0.01),
+        body_idle_timeout=t.duration("body_idle_timeout", d.body_idle_timeout, minimum=0.01),
+        keep_alive_timeout=t.duration("keep_alive_timeout", d.keep_alive_timeout, minimum=0.1),
+        max_connections=t.integer("max_connections", d.max_connections, minimum=1),
+        drain_timeout=t.duration("drain_timeout", d.drain_timeout),
+    )
+    t.finish()
+    if not cfg.path.startswith("/"):
+        raise t.error("path", "must start with /", value=cfg.path, hint='write path = "/webhooks/snyk"')
+    if cfg.max_inflight_body_bytes < cfg.max_body_bytes:
+        raise t.error(
+            "max_inflight_body_bytes",
+            "must be at least max_body_bytes, or no large body could ever be read",
+            value=cfg.max_inflight_body_bytes,
+            hint=f"set it to {cfg.max_body_bytes} or more",
+        )
+    chosen = [bool(cfg.tls_cert or cfg.tls_key), cfg.tls_self_signed, cfg.plain_http]
+    if sum(chosen) != 1:
+        raise t.error(
+            "tls_cert",
+            "choose exactly one of: tls_cert + tls_key, tls_self_signed = true, plain_http = true",
+            hint="Snyk only calls HTTPS URLs: give a certificate and key; use tls_self_signed for a trial; "
+            "plain_http only behind a TLS-terminating proxy on the same host",
+        )
+    if (cfg.tls_cert is None) != (cfg.tls_key is None):
+        missing = "tls_key" if cfg.tls_key is None else "tls_cert"
+        raise t.error(missing, "is required when the other TLS file is given", hint=f'set {missing} = "/path/…pem"')
+    for name in ("tls_cert", "tls_key"):
+        path = getattr(cfg, name)
+        if path is not None and not path.is_file():
+            raise t.error(name, f"file {path} does not exist", hint="give the path of a PEM file")
+    return cfg
+
+
+def _webhook(t: Table) -> WebhookConfig:
+    secrets: list[Secret] = []
+    if t.has("secret") and t.has("secrets"):
+        raise t.error(
+            "secrets", "give either secret or secrets, not both", hint="move both values into secrets = [ … ]"
+        )
+    if t.has("secret"):
+        secrets.append(resolve_secret(t, "secret", t.raw("secret")))
+    else:
+        specs = t.raw("secrets", None)
+        if specs is None:
+            raise t.error(
+                "secret",
+                "is required: without a secret every webhook would be accepted unverified",
+                hint='set secret = { env = "SNYK_WEBHOOK_SECRET" } (or file / credential)',
+            )
+        if not isinstance(specs, list) or not 1 <= len(specs) <= 2:
+            raise t.error(
+                "secrets",
+                "must be a list of one or two secrets (two only while rotating)",
+                value=type(specs).__name__,
+                hint='write secrets = [ { env = "OLD" }, { env = "NEW" } ]',
+            )
+        secrets.extend(resolve_secret(t, f"secrets[{i}]", spec) for i, spec in enumerate(specs))
+    t.finish()
+    if len(secrets) == 2 and secrets[0].reveal() == secrets[1].reveal():
+        raise t.error("secrets", "holds the same secret twice", hint="drop the duplicate once rotation is done")
+    return WebhookConfig(secrets=tuple(secrets))
+
+
+def _buffer(state: Table, t: Table, base_dir: Path) -> BufferConfig:
+    directory = state.path_value("directory", base_dir / "state")
+    state.finish()
+    d = BufferConfig(directory=directory)
+    cfg = replace(
+        d,
+        dedup_window=t.duration("dedup_window", d.dedup_window),
+        delivered_retention=t.duration("delivered_retention", d.delivered_retention),
+        maintenance_interval=t.duration("maintenance_interval", d.maintenance_interval, minimum=0.01),
+    )
+    t.finish()
+    return cfg
+
+
+def _records(t: Table) -> RecordsConfig:
+    cfg = RecordsConfig(summary=t.boolean("summary", RecordsConfig().summary))
+    t.finish()
+    return cfg
+
+
+def _service(t: Table) -> ServiceConfig:
+    d = ServiceConfig()
+    cfg = ServiceConfig(
+        shutdown_timeout=t.duration("shutdown_timeout", d.shutdown_timeout),
+        log_level=t.string("log_level", d.log_level, choices=_LOG_LEVELS),
+    )
+    t.finish()
+    return cfg
+
+
+def _outputs(t: Table) -> tuple[OutputConfig, ...]:
+    from forwarder.outputs import (
+        OUTPUT_TYPES,
+    )  # the registry imports output configs, which import this package
+
+    outputs = []
+    for name, table in t.subtables():
+        if not _OUTPUT_NAME.match(name):
+            raise t.error(name, "is not a valid output name", hint="use lower-case letters, digits, '-' and '_'")
+        kind = table.string("type", choices=sorted(OUTPUT_TYPES))
+        output_type = OUTPUT_TYPES[kind]
+        delivery = _delivery(table, output_type.delivery_defaults, output_type.formats)
+        settings = output_type.parse(table)
+        table.finish()
+        outputs.append(OutputConfig(name=name, type=kind, delivery=delivery, settings=settings))
+    if not outputs:
+        raise t.error(
+            "",
+            "no output is configured, so nothing would ever leave the buffer",
+            hint='add an [outputs.local] table with type = "file"',
+        )
+    return tuple(outputs)
+
+
+def _delivery(t: Table, d: DeliveryConfig, formats: tuple[str, ...]) -> DeliveryConfig:
+    cfg = DeliveryConfig(
+        format=t.string("format", d.format, choices=formats),
+        min_severity=t.string("min_severity", d.min_severity, choices=SEVERITIES),
+        actions=t.string_list("actions", d.actions, choices=ACTIONS),
+        batch_max_records=t.integer("batch_max_records", d.batch_max_records, minimum=1),
+        batch_max_bytes=t.size("batch_max_bytes", d.batch_max_bytes, minimum=1024),
+        batch_timeout=t.duration("batch_timeout", d.batch_timeout),
+        retry_initial_backoff=t.duration("retry_initial_backoff", d.retry_initial_backoff, minimum=0.001),
+        retry_max_backoff=t.duration("retry_max_backoff", d.retry_max_backoff, minimum=0.001),
+        retry_max_attempts=t.integer("retry_max_attempts", d.retry_max_attempts, minimum=0),
+        pause_probe_interval=t.duration("pause_probe_interval", d.pause_probe_interval, minimum=0.001),
+    )
+    if cfg.retry_max_backoff < cfg.retry_initial_backoff:
+        raise t.error(
+            "retry_max_backoff",
+            "must not be below retry_initial_backoff",
+            value=cfg.retry_max_backoff,
+            hint=f"set it to {cfg.retry_initial_backoff:g} seconds or more",
+        )
+    if not cfg.actions:
+        raise t.error("actions", "must name at least one action", hint='e.g. actions = ["introduced", "resolved"]')
+    return cfg

@@ -1,0 +1,113 @@
+"""The validated, frozen configuration. Defaults live here and nowhere else.
+
+Every value downstream code reads has already been checked by :mod:`forwarder.config.parse`;
+nothing after start-up re-validates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from forwarder.config.secrets import Secret
+
+MiB = 1024 * 1024
+
+SEVERITIES = ("low", "medium", "high", "critical")
+ACTIONS = ("introduced", "resolved", "summary")
+
+
+@dataclass(frozen=True, slots=True)
+class ListenConfig:
+    """The public HTTPS webhook listener."""
+
+    address: str = "127.0.0.1"
+    port: int = 8443
+    path: str = "/webhooks/snyk"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_self_signed: bool = False
+    plain_http: bool = False
+    # Real snapshots reach tens of MB (a base-image change fills both arrays), so the default is
+    # far above web frameworks' usual 1 MB (cases.md C-05).
+    max_body_bytes: int = 64 * MiB
+    # Bodies are held in memory until stored; this caps the sum over concurrent requests.
+    max_inflight_body_bytes: int = 256 * MiB
+    body_timeout: float = 120.0
+    body_idle_timeout: float = 30.0
+    keep_alive_timeout: float = 5.0
+    max_connections: int = 1000
+    drain_timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    # One secret normally; two while rotating (Snyk cannot change a webhook's secret, so users
+    # create a second webhook with the new secret before deleting the old one).
+    secrets: tuple[Secret, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BufferConfig:
+    directory: Path
+    # A repeated X-Snyk-Transport-ID inside this window is acknowledged without storing twice.
+    dedup_window: float = 7 * 86400.0
+    # Delivered events are deleted once every output has them and they are this old.
+    delivered_retention: float = 0.0
+    maintenance_interval: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class RecordsConfig:
+    # One extra record per snapshot with counts by severity; off by default because most
+    # SIEM searches are per finding and a daily test of a clean project would add noise.
+    summary: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    # How long shippers may keep flushing after SIGTERM before what remains stays buffered.
+    shutdown_timeout: float = 10.0
+    log_level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryConfig:
+    """What every output shares: which records, how many per batch, how to retry."""
+
+    format: str = "ecs-json"
+    min_severity: str | None = None
+    actions: tuple[str, ...] = ACTIONS
+    batch_max_records: int = 500
+    batch_max_bytes: int = 1 * MiB
+    batch_timeout: float = 1.0
+    retry_initial_backoff: float = 1.0
+    retry_max_backoff: float = 60.0
+    # 0 means retry transient failures forever: a SIEM down for a day must not lose data.
+    retry_max_attempts: int = 0
+    # After a configuration-type refusal (bad token…) the output is re-probed this often.
+    pause_probe_interval: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class OutputConfig:
+    name: str
+    type: str
+    delivery: DeliveryConfig
+    settings: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    listen: ListenConfig
+    webhook: WebhookConfig
+    buffer: BufferConfig
+    records: RecordsConfig
+    service: ServiceConfig
+    outputs: tuple[OutputConfig, ...]
+    source: str = "<embedded default>"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.buffer.directory

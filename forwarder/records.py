@@ -1,0 +1,102 @@
+"""The records an output still has to ship, read lazily from the buffer in cursor order.
+
+One instance per output. It turns stored events into :class:`~forwarder.types.Message` s —
+parse the body, flatten by index, filter by the output's severity and action, format — and
+keeps only the event it is inside of in memory, so a 5,000-issue snapshot is shipped in
+batches and never flattened whole more than once per output.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+
+import orjson
+
+from forwarder.buffer.sqlite import BufferReader
+from forwarder.config.model import DeliveryConfig
+from forwarder.flatten import Snapshot
+from forwarder.flatten.severity import at_least
+from forwarder.formats import Formatter
+from forwarder.types import Message, Position, StoredEvent
+
+log = logging.getLogger("forwarder.shipper")
+
+
+class RecordStream:
+    def __init__(
+        self,
+        reader: BufferReader,
+        start: Position,
+        delivery: DeliveryConfig,
+        formatter: Formatter,
+        *,
+        summary: bool,
+        read_ahead_events: int = 256,
+        read_ahead_bytes: int = 8 << 20,
+    ) -> None:
+        self._reader = reader
+        self.position = start
+        self._delivery = delivery
+        self._actions = frozenset(delivery.actions)
+        self._format = formatter
+        self._summary = summary
+        self._pending: deque[StoredEvent] = deque()
+        self._snapshot: Snapshot | None = None
+        self._read_events = read_ahead_events
+        self._read_bytes = read_ahead_bytes
+
+    async def take(self, max_records: int, max_bytes: int) -> list[Message]:
+        """Up to ``max_records`` messages (and about ``max_bytes``, at least one) from the
+        current position; advances :attr:`position` past everything consumed, including
+        records filtered out. Returns ``[]`` when the buffer holds nothing more yet."""
+        batch: list[Message] = []
+        size = 0
+        while len(batch) < max_records and size < max_bytes:
+            snapshot = await self._current()
+            if snapshot is None:
+                break
+            index = self.position.index
+            if index >= len(snapshot):
+                self.position = Position(snapshot.event_id + 1, 0)
+                self._snapshot = None
+                continue
+            self.position = Position(snapshot.event_id, index + 1)
+            record = snapshot.record(index)
+            if record is None or record.action not in self._actions:
+                continue
+            if not at_least(record.severity, self._delivery.min_severity):
+                continue
+            message = Message(record, self._format(record))
+            batch.append(message)
+            size += len(message.body)
+        return batch
+
+    async def _current(self) -> Snapshot | None:
+        if self._snapshot is not None:
+            return self._snapshot
+        if not self._pending:
+            after = self.position.event_id
+            events = await self._reader.events_from(after, max_events=self._read_events, max_bytes=self._read_bytes)
+            self._pending.extend(events)
+            if not events:
+                return None
+        event = self._pending.popleft()
+        if event.id > self.position.event_id:  # gap (purged or never-committed ids): start at its first record
+            self.position = Position(event.id, 0)
+        try:
+            payload = orjson.loads(event.webhook.body)
+        except orjson.JSONDecodeError:  # validated before storing, so only a damaged buffer gets here
+            log.error("stored event is not valid JSON; skipping it", extra={"event_id": event.id})
+            payload = {}
+        self._snapshot = Snapshot(event, payload, summary=self._summary)
+        return self._snapshot
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def rewind(self, position: Position) -> None:
+        """Forget read-ahead and continue from ``position`` (after a batch is given back)."""
+        self.position = position
+        self._pending.clear()
+        self._snapshot = None

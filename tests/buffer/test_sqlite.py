@@ -1,0 +1,212 @@
+"""The durable buffer: fsynced appends, group commit, dedup, cursors, retention, crash recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from forwarder.buffer import SqliteBuffer
+from forwarder.buffer.sqlite import DeadLetter
+from forwarder.buffer.writer import GroupCommitter
+from forwarder.errors import StorageError
+from forwarder.types import Position, Webhook
+
+pytestmark = pytest.mark.anyio
+
+
+def webhook(n: int, *, transport_id: str | None = None, kind: str = "snapshot", at: float | None = None) -> Webhook:
+    body = b'{"n":%d}' % n
+    return Webhook(
+        body=body,
+        body_sha256=f"{n:064x}",
+        event_name="project_snapshot/v0",
+        received_at=time.time() if at is None else at,
+        kind=kind,
+        transport_id=transport_id,
+    )  # type: ignore[arg-type]
+
+
+def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return list(conn.execute(sql))
+
+
+async def test_an_append_is_on_disk_when_it_returns(tmp_path: Path) -> None:
+    buffer = SqliteBuffer.open(tmp_path, outputs=["a"])
+    result = await buffer.append(webhook(1, transport_id="t1"))
+    # a separate connection (another process would see the same) finds the committed row
+    assert rows(buffer.path, "SELECT id, body FROM events") == [(result.event_id, b'{"n":1}')]
+    assert rows(buffer.path, "PRAGMA journal_mode") == [("wal",)]
+    await buffer.close()
+
+
+async def test_concurrent_appends_share_commits(tmp_path: Path) -> None:
+    commits: list[int] = []
+    buffer = SqliteBuffer.open(tmp_path, outputs=["a"], on_commit=lambda _seconds, n: commits.append(n))
+    results = await asyncio.gather(*(buffer.append(webhook(i)) for i in range(300)))
+    await buffer.close()
+    assert sorted(r.event_id for r in results) == list(range(1, 301))  # type: ignore[type-var]
+    assert sum(commits) == 300
+    assert len(commits) < 300, "every append paid for its own fsync"
+
+
+async def test_dedup_by_transport_id_survives_a_restart(tmp_path: Path) -> None:
+    buffer = SqliteBuffer.open(tmp_path, outputs=["a"])
+    first = await buffer.append(webhook(1, transport_id="998fe884-18a0-45db-8ae0-e379eea3bc0a"))
+    await buffer.close()
+    buffer = SqliteBuffer.open(tmp_path, outputs=["a"])
+    again = await buffer.append(webhook(1, transport_id="998fe884-18a0-45db-8ae0-e379eea3bc0a"))
+    other = await buffer.append(webhook(1, transport_id="another"))
+    await buffer.close()
+    assert again.duplicate and again.event_id == first.event_id
+    assert not other.duplicate
+    assert len(rows(buffer.path, "SELECT id FROM events")) == 2
+
+
+async def test_unknown_events_go_to_quarantine_and_are_never_read_for_shipping(tmp_path: Path) -> None:
+    buffer = SqliteBuffer.open(tmp_path, outputs=["a"])
+    result = await buffer.append(webhook(1, kind="unknown"))
+    reader = buffer.reader()
+    assert result.quarantined
+    assert await reader.events_from(0) == []
+    reader.close()
+    await buffer.close()
+    assert len(rows(buffer.path, "SELECT id FROM quarantine")) == 1
+
+
+async def test_a_new_output_starts_at_the_next_event(tmp_path: Path) -> None:
+    buffer = SqliteBuffer.open(tmp_path, outputs=["a"])
+    await buffer.append(webhook(1))
+    await buffer.append(webhook(2))
+    await buffer.close()
+    buffer = SqliteBuffer.open(tmp_path, outputs=["a", "b"])
+    positions = await buffer.positions()
+    await buffer.close()
+    assert positions == {"a": Position(1, 0), "b": Position(3, 0)}
+
+
+async def test_advance_moves_the_cursor_and_keeps_dead_letters(tmp_path: Path) -> None:
+    buffer = SqliteBuffer.open(tmp_path, outputs=["a"])
+    await buffer.append(webhook(1))
+    dead = DeadLetter(record_id="r1", position=Position(1, 3), reason="too big", attempts=2, message=b"{}")
+    await buffer.advance("a", Position(1, 7), delivered=6, dead=[dead])
+    await buffer.close()
+    buffer = SqliteBuffer.open(tmp_path, outputs=["a"])
+    assert (await buffer.positions())["a"] == Position(1, 7)
+    await buffer.close()
+    assert rows(
+        buffer.path, "SELECT output, record_id, event_id, record_index, reason, attempts FROM dead_letters"
+    ) == [("a", "r1", 1, 3, "too big", 2)]
+    assert rows(buffer.path, "SELECT delivered FROM cursors") == [(6,)]
+
+
+async def test_retention_purges_only_what_every_output_has(tmp_path: Path) -> None:
+    buffer = SqliteBuffer.open(tmp_path, outputs=["a", "b"], dedup_window=100.0)
+    for i in range(1, 5):
+        await buffer.append(webhook(i, transport_id=f"t{i}", at=1000.0 + i))
+    await buffer.advance("a", Position(4, 0))
+    await buffer.advance("b", Position(3, 2))  # b is inside event 3
+    report = await buffer.maintain(now=1103.5)
+    assert report.events_purged == 2  # events 1 and 2
+    assert report.transport_ids_expired == 3  # t1..t3 are older than 100 s
+    assert [r[0] for r in rows(buffer.path, "SELECT id FROM events")] == [3, 4]
+    await buffer.advance("a", Position(5, 0))
+    await buffer.advance("b", Position(5, 0))
+    await buffer.maintain(now=1103.5)
+    new = await buffer.append(webhook(9))
+    await buffer.close()
+    assert new.event_id == 5, "ids never go back after the newest events are purged"
+
+
+async def test_reader_pages_by_count_and_bytes(tmp_path: Path) -> None:
+    buffer = SqliteBuffer.open(tmp_path, outputs=["a"])
+    for i in range(10):
+        await buffer.append(webhook(i))
+    reader = buffer.reader()
+    assert [e.id for e in await reader.events_from(3, max_events=4)] == [3, 4, 5, 6]
+    assert [e.id for e in await reader.events_from(3, max_bytes=1)] == [3]
+    assert await reader.events_from(11) == []
+    reader.close()
+    await buffer.close()
+
+
+async def test_one_failing_operation_does_not_fail_its_neighbours(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "x.db", isolation_level=None, check_same_thread=False)
+    conn.execute("CREATE TABLE t (v INTEGER UNIQUE)")
+    committer = GroupCommitter(conn, asyncio.get_running_loop())
+
+    def insert(v: int) -> object:
+        return lambda c: c.execute("INSERT INTO t VALUES (?)", (v,)).rowcount
+
+    futures = [committer.submit(insert(1)), committer.submit(insert(1)), committer.submit(insert(2))]
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    committer.close()
+    assert results[0] == 1 and results[2] == 1
+    assert isinstance(results[1], StorageError)
+    assert sorted(conn.execute("SELECT v FROM t")) == [(1,), (2,)]
+    conn.close()
+
+
+CRASH_WRITER = textwrap.dedent(
+    """
+    import asyncio, os, sys, time
+    from pathlib import Path
+    from forwarder.buffer import SqliteBuffer
+    from forwarder.types import Webhook
+
+    async def main():
+        buffer = SqliteBuffer.open(Path(sys.argv[1]), outputs=["a"])
+        for i in range(1, 4):
+            body = b'{"n":%d}' % i
+            await buffer.append(Webhook(body=body, body_sha256="%064x" % i, event_name="project_snapshot/v0",
+                                        received_at=time.time()))
+        print("acked", flush=True)
+        big = b'{"pad":"' + b"x" * (64 << 20) + b'"}'
+        await buffer.append(Webhook(body=big, body_sha256="f" * 64, event_name="project_snapshot/v0",
+                                    received_at=time.time()))
+        print("all acked", flush=True)
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_c19_kill_during_a_large_append_keeps_every_acknowledged_event(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    proc = subprocess.Popen([sys.executable, "-c", CRASH_WRITER, str(state)], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"acked\n"
+    wal = state / "buffer.db-wal"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and wal.stat().st_size < (8 << 20):  # R4 is being written
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    proc.stdout.close()
+    # and tear the WAL's tail as a power cut in mid-write would
+    with wal.open("ab") as fh:
+        fh.write(os.urandom(3000))
+
+    async def reopen() -> list[int]:
+        buffer = SqliteBuffer.open(state, outputs=["a"])
+        reader = buffer.reader()
+        events = await reader.events_from(0)
+        new = await buffer.append(webhook(5))
+        reader.close()
+        await buffer.close()
+        return [e.id for e in events] + [new.event_id or 0]
+
+    ids = asyncio.run(reopen())
+    assert ids[:3] == [1, 2, 3]
+    assert len(ids) == 4, "the torn 4th delivery must not appear"
+    assert rows(state / "buffer.db", "PRAGMA integrity_check") == [("ok",)]

@@ -1,0 +1,38 @@
+"""The file output: one line per record, appended, survives logrotate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from forwarder.errors import OutputError
+from forwarder.outputs.file import FileOutput, FileSettings
+from forwarder.types import Delivered, Message, Position, Record, Retry
+
+pytestmark = pytest.mark.anyio
+
+
+def message(n: int) -> Message:
+    return Message(Record(f"id{n}", Position(1, n), 0, "high", "introduced", {}), b'{"n":%d}' % n)
+
+
+async def test_appends_lines_and_reopens_after_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "out" / "records.jsonl"
+    output = FileOutput("f", FileSettings(path=path))
+    assert isinstance(await output.send([message(1), message(2)]), Delivered)
+    path.rename(tmp_path / "out" / "records.jsonl.1")  # logrotate
+    assert isinstance(await output.send([message(3)]), Delivered)
+    await output.aclose()
+    assert (tmp_path / "out" / "records.jsonl.1").read_bytes() == b'{"n":1}\n{"n":2}\n'
+    assert path.read_bytes() == b'{"n":3}\n'
+
+
+async def test_an_unwritable_path_is_a_retry_and_a_failed_healthcheck(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    output = FileOutput("f", FileSettings(path=blocker / "records.jsonl"))
+    outcome = await output.send([message(1)])
+    assert isinstance(outcome, Retry) and "records.jsonl" in outcome.reason
+    with pytest.raises(OutputError, match="service user may write"):
+        await output.healthcheck()
