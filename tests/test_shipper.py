@@ -54,7 +54,7 @@ class Rig:
     ) -> Shipper:
         position = (await self.buffer.positions())[output.name]
         stream = RecordStream(self.buffer.reader(), position, delivery, ecs_json.encode, summary=summary)
-        shipper = Shipper(output, delivery, self.buffer, stream)  # type: ignore[arg-type]
+        shipper = Shipper(output, delivery, self.buffer, stream)
         self.running.append((shipper, asyncio.create_task(shipper.run())))
         return shipper
 

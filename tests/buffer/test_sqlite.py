@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,12 +20,14 @@ from forwarder.buffer import SqliteBuffer
 from forwarder.buffer.sqlite import DeadLetter
 from forwarder.buffer.writer import GroupCommitter
 from forwarder.errors import StorageError
-from forwarder.types import Position, Webhook
+from forwarder.types import EventKind, Position, Webhook
 
 pytestmark = pytest.mark.anyio
 
 
-def webhook(n: int, *, transport_id: str | None = None, kind: str = "snapshot", at: float | None = None) -> Webhook:
+def webhook(
+    n: int, *, transport_id: str | None = None, kind: EventKind = "snapshot", at: float | None = None
+) -> Webhook:
     body = b'{"n":%d}' % n
     return Webhook(
         body=body,
@@ -33,7 +36,7 @@ def webhook(n: int, *, transport_id: str | None = None, kind: str = "snapshot", 
         received_at=time.time() if at is None else at,
         kind=kind,
         transport_id=transport_id,
-    )  # type: ignore[arg-type]
+    )
 
 
 def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
@@ -145,7 +148,7 @@ async def test_one_failing_operation_does_not_fail_its_neighbours(tmp_path: Path
     conn.execute("CREATE TABLE t (v INTEGER UNIQUE)")
     committer = GroupCommitter(conn, asyncio.get_running_loop())
 
-    def insert(v: int) -> object:
+    def insert(v: int) -> Callable[[sqlite3.Connection], int]:
         return lambda c: c.execute("INSERT INTO t VALUES (?)", (v,)).rowcount
 
     futures = [committer.submit(insert(1)), committer.submit(insert(1)), committer.submit(insert(2))]

@@ -95,7 +95,7 @@ def hostile_issue(draw: st.DrawFn) -> Any:
     return base
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     new=st.lists(hostile_issue() | json_values, max_size=4),
     removed=st.lists(hostile_issue(), max_size=3),

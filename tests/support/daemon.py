@@ -135,6 +135,15 @@ class Daemon:
         self.proc.send_signal(sig)
         return self.proc.wait(timeout=timeout)
 
+    def stop(self) -> None:
+        """SIGTERM and wait (a clean exit also lets coverage save its data); SIGKILL if it hangs."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
@@ -147,7 +156,7 @@ def running(workdir: Path, config: str) -> Iterator[Daemon]:
     try:
         yield daemon
     finally:
-        daemon.kill()
+        daemon.stop()
 
 
 def post(
