@@ -1,15 +1,16 @@
 """The records an output still has to ship, read lazily from the buffer in cursor order.
 
 One instance per output. It turns stored events into :class:`~forwarder.types.Message` s —
-parse the body, flatten by index, filter by the output's severity and action, format — and
-keeps only the event it is inside of in memory, so a 5,000-issue snapshot is shipped in
-batches and never flattened whole more than once per output.
+parse the body, flatten by index, filter by the output's severity and action, format, and fit
+to the destination's size limit — and keeps only the event it is inside of in memory, so a
+5,000-issue snapshot is shipped in batches and never flattened whole more than once per output.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 
 import orjson
 
@@ -18,9 +19,12 @@ from forwarder.config.model import DeliveryConfig
 from forwarder.flatten import Snapshot
 from forwarder.flatten.severity import at_least
 from forwarder.formats import Formatter
-from forwarder.types import Message, Position, StoredEvent
+from forwarder.formats.shorten import fit
+from forwarder.types import Message, Position, Record, StoredEvent
 
 log = logging.getLogger("forwarder.shipper")
+
+Budget = Callable[[Record], int | None]
 
 
 class RecordStream:
@@ -32,6 +36,7 @@ class RecordStream:
         formatter: Formatter,
         *,
         summary: bool,
+        budget: Budget | None = None,
         read_ahead_events: int = 256,
         read_ahead_bytes: int = 8 << 20,
     ) -> None:
@@ -40,11 +45,13 @@ class RecordStream:
         self._delivery = delivery
         self._actions = frozenset(delivery.actions)
         self._format = formatter
+        self._budget = budget
         self._summary = summary
         self._pending: deque[StoredEvent] = deque()
         self._snapshot: Snapshot | None = None
         self._read_events = read_ahead_events
         self._read_bytes = read_ahead_bytes
+        self.shortened = 0
 
     async def take(self, max_records: int, max_bytes: int) -> list[Message]:
         """Up to ``max_records`` messages (and about ``max_bytes``, at least one) from the
@@ -67,10 +74,24 @@ class RecordStream:
                 continue
             if not at_least(record.severity, self._delivery.min_severity):
                 continue
-            message = Message(record, self._format(record))
+            message = self._message(record)
             batch.append(message)
             size += len(message.body)
         return batch
+
+    def _message(self, record: Record) -> Message:
+        limit = self._budget(record) if self._budget is not None else None
+        if limit is None:
+            return Message(record, self._format(record))
+        fitted = fit(record, self._format, limit)
+        if fitted is None:
+            body = self._format(record)
+            problem = f"record of {len(body)} bytes cannot be shortened to the output's limit of {limit} bytes"
+            return Message(record, body, problem=problem)
+        body, shaped = fitted
+        if shaped is not record:
+            self.shortened += 1
+        return Message(shaped, body)
 
     async def _current(self) -> Snapshot | None:
         if self._snapshot is not None:

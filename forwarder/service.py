@@ -32,7 +32,7 @@ from forwarder import selfsigned, telemetry
 from forwarder.buffer import SqliteBuffer
 from forwarder.config import Config
 from forwarder.errors import EX_UNAVAILABLE, ForwarderError, StorageError
-from forwarder.formats import FORMATS
+from forwarder.formats import build_formatter
 from forwarder.outputs import OUTPUT_TYPES, Output
 from forwarder.receiver import Verifier, WebhookEndpoint, build_app
 from forwarder.records import RecordStream
@@ -154,8 +154,9 @@ class Service:
                 buffer.reader(),
                 positions[oc.name],
                 oc.delivery,
-                FORMATS[oc.delivery.format],
+                build_formatter(oc.delivery),
                 summary=self.config.records.summary,
+                budget=output.message_budget,
             )
             shipper = Shipper(output, oc.delivery, buffer, stream)
             self.shippers.append(shipper)

@@ -144,8 +144,9 @@ class Shipper:
 
         Returns the dead letters, or ``None`` if stopped before the batch was settled.
         """
-        dead: list[DeadLetter] = []
-        work: list[list[Message]] = [batch]
+        dead = [self._dead(m, m.problem, 0) for m in batch if m.problem is not None]
+        sendable = [m for m in batch if m.problem is None]
+        work: list[list[Message]] = [sendable] if sendable else []
         while work:
             part = work.pop()
             attempt = 0

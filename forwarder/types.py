@@ -77,6 +77,9 @@ class Message:
 
     record: Record
     body: bytes
+    # Set when the record cannot be made to fit the destination's size limit; the shipper moves
+    # such a message to the dead-letter store instead of sending it.
+    problem: str | None = None
 
 
 # --- delivery outcomes: outputs classify, the shipper decides what to do -------------------------

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 
-from forwarder.types import Delivered, Message, Outcome
+from forwarder.types import Delivered, Message, Outcome, Record
 
 
 class RecordingOutput:
@@ -28,6 +28,9 @@ class RecordingOutput:
 
     def decide(self, batch: list[Message]) -> Outcome:
         return Delivered()
+
+    def message_budget(self, record: Record) -> int | None:
+        return None
 
     async def healthcheck(self) -> None:
         return None

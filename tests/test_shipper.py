@@ -17,7 +17,7 @@ from forwarder.config.model import DeliveryConfig
 from forwarder.formats import ecs_json
 from forwarder.records import RecordStream
 from forwarder.shipper import Shipper
-from forwarder.types import Message, Outcome, Pause, Position, Reject, Retry, Split, Webhook
+from forwarder.types import Message, Outcome, Pause, Position, Record, Reject, Retry, Split, Webhook
 from tests.fakes import RecordingOutput, ScriptedOutput
 from tests.helpers import issue, sign, snapshot_body
 
@@ -225,3 +225,45 @@ async def test_max_attempts_dead_letters_instead_of_retrying_forever(rig: Rig) -
     with contextlib.closing(sqlite3.connect(rig.buffer.path)) as conn:
         reasons = [r for (r,) in conn.execute("SELECT reason FROM dead_letters")]
     assert reasons == ["gave up after 3 attempts: down"] * 3
+
+
+class TightOutput(RecordingOutput):
+    """A destination that takes at most ``limit`` bytes per message."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def message_budget(self, record: Record) -> int | None:
+        return self.limit
+
+
+async def test_oversize_records_are_shortened_or_dead_lettered_never_cut(rig: Rig) -> None:
+    long = snapshot_body([issue("SNYK-LONG", description="word " * 2000), issue("SNYK-SHORT")])
+    output = TightOutput(3000)
+    position = (await rig.buffer.positions())["fake"]
+    stream = RecordStream(rig.buffer.reader(), position, FAST, ecs_json.encode, summary=False,
+                          budget=output.message_budget)  # fmt: skip
+    shipper = Shipper(output, FAST, rig.buffer, stream)
+    rig.running.append((shipper, asyncio.create_task(shipper.run())))
+    await rig.buffer.append(event(long))
+    await output.wait_for(2)
+    assert stream.shortened == 1
+    assert all(len(m.body) <= 3000 for m in output.delivered)
+    assert output.delivered[0].record.document["snyk"]["shortened_fields"] == ["vulnerability.description"]
+    await rig.stop()
+    tiny = TightOutput(100)  # nothing fits in 100 bytes: dead letters, with the reason
+    position = (await rig.buffer.positions())["fake"]
+    stream = RecordStream(
+        rig.buffer.reader(), position, FAST, ecs_json.encode, summary=False, budget=tiny.message_budget
+    )
+    shipper = Shipper(tiny, FAST, rig.buffer, stream)
+    rig.running.append((shipper, asyncio.create_task(shipper.run())))
+    await rig.buffer.append(event(snapshot_body([issue("SNYK-X")]), 7))
+    async with asyncio.timeout(5):
+        while (await rig.buffer.positions())["fake"] != Position(3, 0):
+            await asyncio.sleep(0.02)
+    assert tiny.attempts == []
+    with contextlib.closing(sqlite3.connect(rig.buffer.path)) as conn:
+        (reason,) = conn.execute("SELECT reason FROM dead_letters").fetchone()
+    assert "cannot be shortened" in reason and "100 bytes" in reason

@@ -27,6 +27,7 @@ from forwarder.config.model import (
 from forwarder.config.reader import Table
 from forwarder.config.secrets import Secret, resolve_secret
 from forwarder.errors import ConfigError
+from forwarder.formats.leef import parse_delimiter
 
 __all__ = ["Config", "ConfigError", "OutputConfig", "load_config", "parse_config"]
 
@@ -201,8 +202,21 @@ def _outputs(t: Table) -> tuple[OutputConfig, ...]:
 
 
 def _delivery(t: Table, d: DeliveryConfig, formats: tuple[str, ...]) -> DeliveryConfig:
+    delimiter_text = t.string("leef_delimiter", "0x09")
+    delimiter = parse_delimiter(delimiter_text)
+    if delimiter is None:
+        raise t.error(
+            "leef_delimiter",
+            "is not a single character or a hex code such as 0x09",
+            value=delimiter_text,
+            hint='use a character that never occurs in values, e.g. "0x09" (tab) or "^"',
+        )
     cfg = DeliveryConfig(
         format=t.string("format", d.format, choices=formats),
+        device_vendor=t.string("device_vendor", d.device_vendor),
+        device_product=t.string("device_product", d.device_product),
+        device_version=t.string("device_version", d.device_version),
+        leef_delimiter=delimiter,
         min_severity=t.string("min_severity", d.min_severity, choices=SEVERITIES),
         actions=t.string_list("actions", d.actions, choices=ACTIONS),
         batch_max_records=t.integer("batch_max_records", d.batch_max_records, minimum=1),

@@ -77,6 +77,13 @@ class DeliveryConfig:
     """What every output shares: which records, how many per batch, how to retry."""
 
     format: str = "ecs-json"
+    # CEF and LEEF header identity; the acceptance cases use Snyk|Snyk|1.0.
+    device_vendor: str = "Snyk"
+    device_product: str = "Snyk"
+    device_version: str = "1.0"
+    # LEEF 2.0 attribute delimiter. Tab: it never occurs in Snyk's single-line values, while ^
+    # (a common choice) appears in semver ranges such as ^1.2.3.
+    leef_delimiter: str = "\t"
     min_severity: str | None = None
     actions: tuple[str, ...] = ACTIONS
     batch_max_records: int = 500

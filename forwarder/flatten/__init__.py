@@ -17,7 +17,7 @@ import hashlib
 from typing import Any
 
 from forwarder.flatten import severity as sev
-from forwarder.flatten.ecs import Context, issue_document, summary_document
+from forwarder.flatten.ecs import SnapshotFacts, issue_document, summary_document
 from forwarder.flatten.timestamps import parse_ms
 from forwarder.flatten.values import ident, obj
 from forwarder.types import Action, Position, Record, StoredEvent
@@ -43,16 +43,20 @@ class Snapshot:
         self._removed: list[Any] = removed if isinstance(removed, list) else []
         self._summary = summary
         self._body_sha256 = webhook.body_sha256
-        self._transport_id = webhook.transport_id
         received_ms = int(webhook.received_at * 1000)
         # X-Snyk-Timestamp is when Snyk says the event happened (cases.md C-09); it is unsigned,
         # so it only sets the time, never an id. Without it the receive time stands in.
         snyk_ms = parse_ms(webhook.snyk_timestamp)
         self._time_ms = received_ms if snyk_ms is None else snyk_ms
-        self._received_ms = received_ms
-        self._project = obj(root.get("project"))
-        self._org = obj(root.get("org"))
-        self._group = obj(root.get("group"))
+        self._facts = SnapshotFacts(
+            time_ms=self._time_ms,
+            received_ms=received_ms,
+            body_sha256=webhook.body_sha256,
+            transport_id=webhook.transport_id,
+            project=obj(root.get("project")),
+            org=obj(root.get("org")),
+            group=obj(root.get("group")),
+        )
 
     def __len__(self) -> int:
         return len(self._new) + len(self._removed) + (1 if self._summary else 0)
@@ -66,7 +70,7 @@ class Snapshot:
             return self._issue(index, self._removed[index - n_new], "resolved")
         if self._summary and index == n_new + n_removed:
             rid = record_id(self._body_sha256, "summary", index, None)
-            document = summary_document(self._context(rid), n_new, n_removed)
+            document = summary_document(self._facts, rid, n_new, n_removed)
             return Record(rid, Position(self.event_id, index), self._time_ms, None, "summary", document)
         raise IndexError(index)
 
@@ -75,18 +79,6 @@ class Snapshot:
             return None
         issue_id = ident(issue.get("id")) or ident(obj(issue.get("issueData")).get("id"))
         rid = record_id(self._body_sha256, action, index, issue_id)
-        document = issue_document(self._context(rid), issue, action)
+        document = issue_document(self._facts, rid, issue, action)
         severity = sev.normalize(obj(issue.get("issueData")).get("severity"))
         return Record(rid, Position(self.event_id, index), self._time_ms, severity, action, document)
-
-    def _context(self, rid: str) -> Context:
-        return Context(
-            record_id=rid,
-            time_ms=self._time_ms,
-            received_ms=self._received_ms,
-            body_sha256=self._body_sha256,
-            transport_id=self._transport_id,
-            project=self._project,
-            org=self._org,
-            group=self._group,
-        )

@@ -2,12 +2,15 @@
 
 The full mapping is documented as a table in ``docs/ecs-mapping.md``; keep the two in step.
 Everything here is pure: the caller passes the timestamps in.
+
+What is the same for every record of a snapshot (project, organization, times…) is built and
+compacted once in :class:`SnapshotFacts` and shared by the records' documents, which are never
+mutated afterwards (shortening works on a deep copy): a 5,000-issue snapshot does that work once.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from forwarder.flatten import severity as sev
@@ -15,26 +18,80 @@ from forwarder.flatten.timestamps import format_ms, normalized
 from forwarder.flatten.values import compact, flag, ident, idents, integer, number, obj, text
 
 ECS_VERSION = "8.11.0"
+_ECS = {"version": ECS_VERSION}
 _CVSS_VERSION = re.compile(r"^CVSS:(\d+\.\d+)/")
 _CONTAINER_TYPES = frozenset({"apk", "deb", "rpm", "linux", "dockerfile"})
 _LABEL_KEY = re.compile(r"[^A-Za-z0-9_]+")
+_CATEGORY = ["vulnerability"]
+_TYPE = ["info"]
+_SCANNER = {"vendor": "Snyk"}
 
 
-@dataclass(frozen=True, slots=True)
-class Context:
-    """Per-delivery facts shared by every record of one snapshot."""
+class SnapshotFacts:
+    """Per-delivery facts shared by every record of one snapshot, computed once."""
 
-    record_id: str
-    time_ms: int
-    received_ms: int
-    body_sha256: str
-    transport_id: str | None
-    project: dict[str, Any]
-    org: dict[str, Any]
-    group: dict[str, Any]
+    def __init__(self, *, time_ms: int, received_ms: int, body_sha256: str, transport_id: str | None,
+                 project: dict[str, Any], org: dict[str, Any], group: dict[str, Any]) -> None:  # fmt: skip
+        self.time_ms = time_ms
+        self.body_sha256 = body_sha256
+        self.project = project
+        self.timestamp = format_ms(time_ms)
+        self.project_type = text(project.get("type"))
+        self.project_name = text(project.get("name"))
+        self.event = compact(
+            {
+                "category": _CATEGORY,
+                "type": _TYPE,
+                "module": "snyk",
+                "provider": "snyk-webhook",
+                "created": format_ms(received_ms),
+                "url": text(project.get("browseUrl")),
+            }
+        )
+        self.common: dict[str, Any] = compact(
+            {
+                "organization": {"id": ident(org.get("id")), "name": text(org.get("name"))},
+                "observer": {"vendor": "Snyk", "product": _product(project), "type": "vulnerability-scanner"},
+                "host": {"name": text(project.get("hostname"))},
+                "labels": _labels(project.get("tags")),
+            }
+        )
+        attributes = obj(project.get("attributes"))
+        self.snyk: dict[str, Any] = compact(
+            {
+                "project": {
+                    "id": ident(project.get("id")),
+                    "name": self.project_name,
+                    "type": self.project_type,
+                    "origin": text(project.get("origin")),
+                    "branch": text(project.get("branch")),
+                    "target_reference": text(project.get("targetReference")),
+                    "browse_url": text(project.get("browseUrl")),
+                    "remote_repo_url": text(project.get("remoteRepoUrl")),
+                    "test_frequency": text(project.get("testFrequency")),
+                    "is_monitored": flag(project.get("isMonitored")),
+                    "image": {
+                        "id": text(project.get("imageId")),
+                        "tag": text(project.get("imageTag")),
+                        "base_image": text(project.get("imageBaseImage")),
+                        "platform": text(project.get("imagePlatform")),
+                        "cluster": text(project.get("imageCluster")),
+                    },
+                    "attributes": {
+                        "criticality": idents(attributes.get("criticality")),
+                        "environment": idents(attributes.get("environment")),
+                        "lifecycle": idents(attributes.get("lifecycle")),
+                    },
+                },
+                "org": {"slug": text(org.get("slug"))},
+                "group": {"id": ident(group.get("id")), "name": text(group.get("name"))},
+                "delivery": {"transport_id": transport_id, "body_sha256": body_sha256},
+            }
+        )
+        self.category = [self.project_type] if self.project_type else None
 
 
-def issue_document(ctx: Context, issue: dict[str, Any], action: str) -> dict[str, Any]:
+def issue_document(facts: SnapshotFacts, record_id: str, issue: dict[str, Any], action: str) -> dict[str, Any]:
     data = obj(issue.get("issueData"))
     severity = sev.normalize(data.get("severity"))
     issue_id = ident(issue.get("id")) or ident(data.get("id"))
@@ -42,48 +99,45 @@ def issue_document(ctx: Context, issue: dict[str, Any], action: str) -> dict[str
     identifiers = _identifiers(data.get("identifiers"))
     cves = identifiers.get("cve")
     versions = idents(issue.get("pkgVersions"))
+    package_name = ident(issue.get("pkgName"))
     score = number(data.get("cvssScore"))
     vector = text(data.get("CVSSv3"))
     vector_version = _CVSS_VERSION.match(vector) if vector else None
+    url = text(data.get("url"))
     fix = obj(issue.get("fixInfo"))
     priority = obj(issue.get("priority"))
-    project_type = text(ctx.project.get("type"))
-    document = {
-        "@timestamp": format_ms(ctx.time_ms),
-        "ecs": {"version": ECS_VERSION},
-        "message": _message(action, severity, title or issue_id, ident(issue.get("pkgName")), versions, ctx.project),
-        "event": {
-            **_event(ctx, action),
-            "kind": "alert",
-            "dataset": "snyk.issues",
-            "severity": sev.SCORE.get(severity) if severity else None,
-            "reference": text(data.get("url")),
-        },
-        "vulnerability": {
-            "id": cves or ([issue_id] if issue_id else None),
-            "enumeration": "CVE" if cves else ("SNYK" if issue_id else None),
-            "description": text(data.get("description")) or title,
-            "severity": severity,
-            "score": {"base": score, "version": vector_version.group(1) if vector_version else None},
-            "classification": "CVSS" if score is not None else None,
-            "reference": text(data.get("url")),
-            "category": [project_type] if project_type else None,
-            "scanner": {"vendor": "Snyk"},
-            "report_id": ctx.body_sha256,
-        },
-        "package": {
-            "name": ident(issue.get("pkgName")),
-            "version": versions[0] if versions else None,
-            "type": project_type,
-        },
-        **_common(ctx),
-        "snyk": {
-            **_snyk_common(ctx),
+    specific = compact(
+        {
+            "event": {
+                "action": action,
+                "id": record_id,
+                "kind": "alert",
+                "dataset": "snyk.issues",
+                "severity": sev.SCORE.get(severity) if severity else None,
+                "reference": url,
+            },
+            "vulnerability": {
+                "id": cves or ([issue_id] if issue_id else None),
+                "enumeration": "CVE" if cves else ("SNYK" if issue_id else None),
+                "description": text(data.get("description")) or title,
+                "severity": severity,
+                "score": {"base": score, "version": vector_version.group(1) if vector_version else None},
+                "classification": "CVSS" if score is not None else None,
+                "reference": url,
+                "category": facts.category,
+                "scanner": _SCANNER,
+                "report_id": facts.body_sha256,
+            },
+            "package": {
+                "name": package_name,
+                "version": versions[0] if versions else None,
+                "type": facts.project_type,
+            },
             "issue": {
                 "id": issue_id,
                 "type": text(issue.get("issueType")),
                 "title": title,
-                "url": text(data.get("url")),
+                "url": url,
                 "package_versions": versions,
                 "language": text(data.get("language")),
                 "exploit_maturity": text(data.get("exploitMaturity")),
@@ -112,93 +166,53 @@ def issue_document(ctx: Context, issue: dict[str, Any], action: str) -> dict[str
                 or text(data.get("nearestFixedInVersion")),
                 "fixed_in": idents(fix.get("fixedIn")),
             },
-        },
+        }
+    )
+    document: dict[str, Any] = {
+        "@timestamp": facts.timestamp,
+        "ecs": _ECS,
+        "message": _message(action, severity, title or issue_id, package_name, versions, facts.project_name),
+        "event": {**(facts.event or {}), **specific["event"]},
+        "vulnerability": specific["vulnerability"],
     }
-    return compact(document)  # type: ignore[no-any-return]
+    if "package" in specific:
+        document["package"] = specific["package"]
+    document.update(facts.common or {})
+    document["snyk"] = {**(facts.snyk or {}), **{k: specific[k] for k in ("issue", "priority", "fix") if k in specific}}
+    return document
 
 
-def summary_document(ctx: Context, new: int, removed: int) -> dict[str, Any]:
-    counts = obj(ctx.project.get("issueCountsBySeverity"))
+def summary_document(facts: SnapshotFacts, record_id: str, new: int, removed: int) -> dict[str, Any]:
+    project = facts.project
+    counts = obj(project.get("issueCountsBySeverity"))
     by_severity = {name: integer(counts.get(name)) for name in sev.ORDER}
-    name = text(ctx.project.get("name")) or ident(ctx.project.get("id")) or "unknown project"
+    name = facts.project_name or ident(project.get("id")) or "unknown project"
     open_counts = ", ".join(f"{k} {v}" for k, v in reversed(by_severity.items()) if v is not None)
-    document = {
-        "@timestamp": format_ms(ctx.time_ms),
-        "ecs": {"version": ECS_VERSION},
-        "message": f"Snyk tested {name}: {new} new, {removed} resolved"
-        + (f"; open: {open_counts}" if open_counts else ""),
-        "event": {**_event(ctx, "summary"), "kind": "event", "dataset": "snyk.snapshots"},
-        **_common(ctx),
-        "snyk": {
-            **_snyk_common(ctx),
-            "snapshot": {
-                "new_issues": new,
-                "resolved_issues": removed,
-                "issue_counts": by_severity,
-                "total_dependencies": integer(ctx.project.get("totalDependencies")),
-                "last_tested": normalized(ctx.project.get("lastTestedDate")),
-            },
+    snapshot = compact(
+        {
+            "new_issues": new,
+            "resolved_issues": removed,
+            "issue_counts": by_severity,
+            "total_dependencies": integer(project.get("totalDependencies")),
+            "last_tested": normalized(project.get("lastTestedDate")),
+        }
+    )
+    message = f"Snyk tested {name}: {new} new, {removed} resolved" + (f"; open: {open_counts}" if open_counts else "")
+    document: dict[str, Any] = {
+        "@timestamp": facts.timestamp,
+        "ecs": _ECS,
+        "message": message,
+        "event": {
+            **(facts.event or {}),
+            "action": "summary",
+            "id": record_id,
+            "kind": "event",
+            "dataset": "snyk.snapshots",
         },
     }
-    return compact(document)  # type: ignore[no-any-return]
-
-
-def _event(ctx: Context, action: str) -> dict[str, Any]:
-    return {
-        "category": ["vulnerability"],
-        "type": ["info"],
-        "action": action,
-        "id": ctx.record_id,
-        "module": "snyk",
-        "provider": "snyk-webhook",
-        "created": format_ms(ctx.received_ms),
-        "url": text(ctx.project.get("browseUrl")),
-    }
-
-
-def _common(ctx: Context) -> dict[str, Any]:
-    """ECS fields about where the finding lives, the same on every record of a snapshot."""
-    project = ctx.project
-    return {
-        "organization": {"id": ident(ctx.org.get("id")), "name": text(ctx.org.get("name"))},
-        "observer": {"vendor": "Snyk", "product": _product(project), "type": "vulnerability-scanner"},
-        "host": {"name": text(project.get("hostname"))},
-        "labels": _labels(project.get("tags")),
-    }
-
-
-def _snyk_common(ctx: Context) -> dict[str, Any]:
-    project = ctx.project
-    attributes = obj(project.get("attributes"))
-    return {
-        "project": {
-            "id": ident(project.get("id")),
-            "name": text(project.get("name")),
-            "type": text(project.get("type")),
-            "origin": text(project.get("origin")),
-            "branch": text(project.get("branch")),
-            "target_reference": text(project.get("targetReference")),
-            "browse_url": text(project.get("browseUrl")),
-            "remote_repo_url": text(project.get("remoteRepoUrl")),
-            "test_frequency": text(project.get("testFrequency")),
-            "is_monitored": flag(project.get("isMonitored")),
-            "image": {
-                "id": text(project.get("imageId")),
-                "tag": text(project.get("imageTag")),
-                "base_image": text(project.get("imageBaseImage")),
-                "platform": text(project.get("imagePlatform")),
-                "cluster": text(project.get("imageCluster")),
-            },
-            "attributes": {
-                "criticality": idents(attributes.get("criticality")),
-                "environment": idents(attributes.get("environment")),
-                "lifecycle": idents(attributes.get("lifecycle")),
-            },
-        },
-        "org": {"slug": text(ctx.org.get("slug"))},
-        "group": {"id": ident(ctx.group.get("id")), "name": text(ctx.group.get("name"))},
-        "delivery": {"transport_id": ctx.transport_id, "body_sha256": ctx.body_sha256},
-    }
+    document.update(facts.common or {})
+    document["snyk"] = {**(facts.snyk or {}), "snapshot": snapshot}
+    return document
 
 
 def _identifiers(value: Any) -> dict[str, list[str]]:
@@ -208,7 +222,8 @@ def _identifiers(value: Any) -> dict[str, list[str]]:
         name = _LABEL_KEY.sub("_", str(key)).strip("_").lower()
         values = idents(items)
         if name and values:
-            result.setdefault(name, []).extend(v for v in values if v not in result.get(name, []))
+            known = result.setdefault(name, [])
+            known.extend(v for v in values if v not in known)
     return result
 
 
@@ -234,19 +249,12 @@ def _product(project: dict[str, Any]) -> str:
     return "Snyk Container" if text(project.get("type")) in _CONTAINER_TYPES else "Snyk Open Source"
 
 
-def _message(
-    action: str,
-    severity: str | None,
-    title: str | None,
-    package: str | None,
-    versions: list[str] | None,
-    project: dict[str, Any],
-) -> str:
+def _message(action: str, severity: str | None, title: str | None, package: str | None,
+             versions: list[str] | None, project_name: str | None) -> str:  # fmt: skip
     verb = "Introduced" if action == "introduced" else "Resolved"
     parts = [verb, severity or "unknown-severity", "issue", f'"{title}"' if title else "(untitled)"]
     if package:
         parts += ["in", package + (f"@{versions[0]}" if versions else "")]
-    name = text(project.get("name"))
-    if name:
-        parts.append(f"({name})")
+    if project_name:
+        parts.append(f"({project_name})")
     return " ".join(parts)

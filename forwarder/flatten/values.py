@@ -17,7 +17,7 @@ def obj(value: Any) -> dict[str, Any]:
 
 def text(value: Any) -> str | None:
     """A non-blank string, unchanged (not stripped: titles are shown as Snyk wrote them)."""
-    if isinstance(value, str) and value.strip():
+    if isinstance(value, str) and value and not value.isspace():
         return value
     return None
 

@@ -1,22 +1,33 @@
-"""RFC 5424 messages and RFC 6587 framing, as bytes.
+"""Syslog messages and their framing, as bytes (RFC 5424, RFC 3164, RFC 6587, RFC 5425).
 
-SYSLOG-MSG      = HEADER SP STRUCTURED-DATA [SP MSG]
-HEADER          = PRI VERSION SP TIMESTAMP SP HOSTNAME SP APP-NAME SP PROCID SP MSGID
-PRI             = "<" PRIVAL ">"            ; PRIVAL = facility * 8 + severity, 0..191
-HOSTNAME        = NILVALUE / 1*255PRINTUSASCII
-APP-NAME        = NILVALUE / 1*48PRINTUSASCII
-PROCID          = NILVALUE / 1*128PRINTUSASCII
-MSGID           = NILVALUE / 1*32PRINTUSASCII
-PRINTUSASCII    = %d33-126
-                                                  (RFC 5424 §6)
-syslog-frame    = msg-len SP syslog-msg          (RFC 6587 §3.4.1, octet counting)
+    SYSLOG-MSG      = HEADER SP STRUCTURED-DATA [SP MSG]
+    HEADER          = PRI VERSION SP TIMESTAMP SP HOSTNAME SP APP-NAME SP PROCID SP MSGID
+    PRI             = "<" PRIVAL ">"            ; PRIVAL = facility * 8 + severity, 0..191
+    HOSTNAME        = NILVALUE / 1*255PRINTUSASCII
+    APP-NAME        = NILVALUE / 1*48PRINTUSASCII
+    PROCID          = NILVALUE / 1*128PRINTUSASCII
+    MSGID           = NILVALUE / 1*32PRINTUSASCII
+    SD-ELEMENT      = "[" SD-ID *(SP SD-PARAM) "]"
+    SD-PARAM        = PARAM-NAME "=" %d34 PARAM-VALUE %d34
+    SD-NAME         = 1*32PRINTUSASCII ; except '=', SP, ']', %d34 (")
+    PARAM-VALUE     = UTF-8-STRING ; characters '"', '\\' and ']' MUST be escaped.
+    MSG             = MSG-ANY / MSG-UTF8    ; MSG-UTF8 = BOM UTF-8-STRING
+                                                      (RFC 5424 §6)
+    syslog-frame    = msg-len SP syslog-msg          (RFC 6587 §3.4.1 octet counting; RFC 5425)
+
+RFC 3164: ``<PRI>Mmm dd hh:mm:ss HOSTNAME TAG: MSG``, day padded with a space, no year, no zone
+(we write UTC), HOSTNAME without the domain.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
 from forwarder.flatten.timestamps import format_ms
 
 NILVALUE = "-"
+BOM = b"\xef\xbb\xbf"
 FACILITIES = {
     "kern": 0,
     "user": 1,
@@ -53,6 +64,7 @@ SEVERITIES = {
     "info": 6,
     "debug": 7,
 }
+_SD_VALUE = str.maketrans({"\\": "\\\\", '"': '\\"', "]": "\\]"})
 
 
 def header_field(value: str | None, max_len: int) -> str:
@@ -60,24 +72,15 @@ def header_field(value: str | None, max_len: int) -> str:
     its maximum length, ``-`` when empty — a space in a host name would shift every later field."""
     if not value:
         return NILVALUE
-    clean = "".join(ch if 33 <= ord(ch) <= 126 else "_" for ch in value[:max_len])
-    return clean or NILVALUE
+    return "".join(ch if 33 <= ord(ch) <= 126 else "_" for ch in value[:max_len])
 
 
 def header(
-    *,
-    facility: int,
-    severity: int,
-    time_ms: int,
-    hostname: str,
-    app_name: str,
-    procid: str = "",
-    msgid: str = "",
+    *, facility: int, severity: int, time_ms: int, hostname: str, app_name: str, procid: str = "", msgid: str = ""
 ) -> bytes:
     """``<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID`` (no SD, no trailing space)."""
-    pri = facility * 8 + severity
     fields = (
-        f"<{pri}>1",
+        f"<{facility * 8 + severity}>1",
         format_ms(time_ms),  # RFC 3339, UTC, milliseconds: the record's own precision
         header_field(hostname, 255),
         header_field(app_name, 48),
@@ -87,11 +90,41 @@ def header(
     return " ".join(fields).encode("ascii")
 
 
-def message(head: bytes, structured_data: bytes, msg: bytes) -> bytes:
-    """HEADER SP STRUCTURED-DATA SP MSG; ``structured_data`` is ``-`` when there is none."""
-    return b"%s %s %s" % (head, structured_data or b"-", msg)
+def param_name(name: str) -> str:
+    """PARAM-NAME cannot be escaped, so it is sanitised: disallowed bytes become ``_``, max 32."""
+    clean = "".join(ch if 33 <= ord(ch) <= 126 and ch not in '="] ' else "_" for ch in name)
+    return clean[:32] or "_"
+
+
+def structured_data(sd_id: str, params: Iterable[tuple[str, str]]) -> bytes:
+    """One SD-ELEMENT; PARAM-VALUE escapes exactly ``"``, ``\\`` and ``]`` (C-12)."""
+    body = "".join(f' {param_name(k)}="{v.translate(_SD_VALUE)}"' for k, v in params)
+    return f"[{sd_id}{body}]".encode()
+
+
+def message(head: bytes, sd: bytes, msg: bytes, *, bom: bool = False) -> bytes:
+    """HEADER SP STRUCTURED-DATA SP [BOM] MSG; ``sd`` empty means NILVALUE."""
+    return b"%s %s %s%s" % (head, sd or b"-", BOM if bom else b"", msg)
+
+
+def rfc3164_prefix(*, facility: int, severity: int, time_ms: int, hostname: str, tag: str) -> bytes:
+    """``<PRI>Mmm dd hh:mm:ss HOSTNAME TAG: `` (the MSG follows)."""
+    moment = datetime.fromtimestamp(time_ms // 1000, UTC)
+    stamp = f"{moment:%b} {moment.day:2d} {moment:%H:%M:%S}"
+    host = hostname if _is_ip(hostname) else hostname.split(".", 1)[0]
+    return f"<{facility * 8 + severity}>{stamp} {header_field(host, 255)} {header_field(tag, 48)}: ".encode("ascii")
 
 
 def octet_counted(frame: bytes) -> bytes:
     """RFC 6587 §3.4.1 / RFC 5425: the decimal byte count, one space, the message."""
     return b"%d %s" % (len(frame), frame)
+
+
+def lf_framed(frame: bytes) -> bytes:
+    """Non-transparent framing ended by LF. A raw CR or LF inside would end the record early on
+    every LF-framed receiver (C-11), so they are written as the two-character escapes."""
+    return frame.replace(b"\r", b"\\r").replace(b"\n", b"\\n") + b"\n"
+
+
+def _is_ip(host: str) -> bool:
+    return host.replace(".", "").isdigit() or ":" in host

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from forwarder.config.model import DeliveryConfig
 from forwarder.config.reader import Table
-from forwarder.types import Message, Outcome
+from forwarder.types import Message, Outcome, Record
 
 
 class Output(Protocol):
@@ -22,6 +22,12 @@ class Output(Protocol):
     async def send(self, batch: Sequence[Message]) -> Outcome:
         """One attempt to deliver ``batch`` (never empty). Must return within the output's own
         timeouts; exceptions are bugs, every expected failure is an Outcome."""
+        ...
+
+    def message_budget(self, record: Record) -> int | None:
+        """The most bytes ``record``'s formatted message may take at this destination (after the
+        output's own header and framing), or ``None`` when there is no limit. Longer records are
+        shortened carefully before sending (:mod:`forwarder.formats.shorten`)."""
         ...
 
     async def healthcheck(self) -> None:

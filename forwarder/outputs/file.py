@@ -16,8 +16,9 @@ from pathlib import Path
 from forwarder.config.model import DeliveryConfig
 from forwarder.config.reader import Table
 from forwarder.errors import OutputError
+from forwarder.formats import FORMAT_NAMES
 from forwarder.outputs.base import OutputType
-from forwarder.types import Delivered, Message, Outcome, Retry
+from forwarder.types import Delivered, Message, Outcome, Record, Retry
 
 # --- config -------------------------------------------------------------------------------------------
 
@@ -51,6 +52,9 @@ class FileOutput:
         self.settings = settings
         self._fd: int | None = None
         self._identity: tuple[int, int] | None = None
+
+    def message_budget(self, record: Record) -> int | None:
+        return None
 
     async def send(self, batch: Sequence[Message]) -> Outcome:
         data = encode(batch)
@@ -114,6 +118,6 @@ def build(name: str, settings: FileSettings) -> FileOutput:
 TYPE = OutputType(
     parse=parse,
     build=build,
-    formats=("ecs-json",),
+    formats=FORMAT_NAMES,
     delivery_defaults=DeliveryConfig(batch_max_records=1000, batch_timeout=0.0),
 )

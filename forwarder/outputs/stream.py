@@ -70,6 +70,11 @@ class StreamConnection:
             raise ConnectFailed(
                 f"connecting to {self.host}:{self.port} timed out after {self._connect_timeout:g}s"
             ) from exc
+        except ssl.SSLCertVerificationError as exc:
+            raise ConnectFailed(
+                f"certificate verify failed for {self.host}:{self.port}: {exc.verify_message}; set tls_ca_file to "
+                "the CA that signed the receiver's certificate, or tls_server_name to the name in it"
+            ) from exc
         except ssl.SSLError as exc:
             raise ConnectFailed(f"TLS handshake with {self.host}:{self.port} failed: {exc.reason or exc}") from exc
         except OSError as exc:

@@ -175,3 +175,42 @@ def test_check_config_cli_names_the_file(tmp_path: Path, capsys: pytest.CaptureF
 def test_invalid_toml_points_at_the_line(tmp_path: Path) -> None:
     exc = error("[listen\nport = 1", tmp_path)
     assert "line 1" in exc.render()
+
+
+SYSLOG = MINIMAL.replace('type = "file"\npath = "out.jsonl"', 'type = "syslog"\nendpoint = "siem.example.com:6514"\n{}')
+
+
+def test_syslog_defaults_follow_the_protocol(tmp_path: Path) -> None:
+    five = parse_config(SYSLOG.replace("{}", ""), base_dir=tmp_path).outputs[0].settings
+    bsd = parse_config(SYSLOG.replace("{}", 'protocol = "rfc3164"'), base_dir=tmp_path).outputs[0].settings
+    assert (five.max_message_bytes, bsd.max_message_bytes) == (8096, 1024)
+    assert five.transport == "tcp" and five.framing == "octet-counting" and five.tls_verify
+    assert five.severity_map == {"critical": 2, "high": 3, "medium": 4, "low": 5, "none": 6}
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ('transport = "udp"\nframing = "lf"', "outputs.local.framing"),
+        ('tls_ca_file = "ca.pem"', "outputs.local.tls_ca_file"),
+        ('transport = "tls"\ntls_client_cert = "c.pem"', "outputs.local.tls_client_key"),
+        ('transport = "tls"\ntls_ca_file = "missing.pem"', "outputs.local.tls_ca_file"),
+        ('transport = "udp"\nmax_message_bytes = 70000', "outputs.local.max_message_bytes"),
+        ('sd_id = "has space"', "outputs.local.sd_id"),
+        ('format = "xml"', "outputs.local.format"),
+        ('format = "leef"\nleef_delimiter = "||"', "outputs.local.leef_delimiter"),
+        ('[outputs.local.severity_map]\nhigh = "severe"', "outputs.local.severity_map.high"),
+    ],
+)
+def test_syslog_mistakes_name_the_key(tmp_path: Path, extra: str, key: str) -> None:
+    assert error(SYSLOG.replace("{}", extra), tmp_path).key == key
+
+
+def test_tls_syslog_with_mutual_tls_and_leef(tmp_path: Path) -> None:
+    for name in ("ca.pem", "c.pem", "k.pem"):
+        (tmp_path / name).write_text("-")
+    extra = ('transport = "tls"\ntls_ca_file = "ca.pem"\ntls_client_cert = "c.pem"\ntls_client_key = "k.pem"\n'
+             'format = "leef"\nleef_delimiter = "^"\nframing = "lf"')  # fmt: skip
+    output = parse_config(SYSLOG.replace("{}", extra), base_dir=tmp_path).outputs[0]
+    assert output.settings.tls_client_cert == tmp_path / "c.pem"
+    assert output.delivery.format == "leef" and output.delivery.leef_delimiter == "^"

@@ -36,3 +36,18 @@ async def test_an_unwritable_path_is_a_retry_and_a_failed_healthcheck(tmp_path: 
     assert isinstance(outcome, Retry) and "records.jsonl" in outcome.reason
     with pytest.raises(OutputError, match="service user may write"):
         await output.healthcheck()
+
+
+async def test_cef_and_leef_lines_in_a_file(tmp_path: Path) -> None:
+    from forwarder.formats.cef import CefFormatter
+    from forwarder.formats.leef import LeefFormatter
+    from tests.helpers import flatten_all, sample
+
+    records = flatten_all(sample("snapshot_small.json"))
+    for name, formatter in (("cef", CefFormatter()), ("leef", LeefFormatter())):
+        output = FileOutput("f", FileSettings(path=tmp_path / f"{name}.log"))
+        assert isinstance(await output.send([Message(r, formatter(r)) for r in records]), Delivered)
+        await output.aclose()
+        lines = (tmp_path / f"{name}.log").read_text(encoding="utf-8").splitlines()
+        assert len(lines) == 3
+        assert all(line.startswith(f"{name.upper()}:") for line in lines)

@@ -1,8 +1,9 @@
-"""``syslog`` output: RFC 5424 over TCP with octet-counting framing (RFC 6587 §3.4.1)."""
+"""``syslog`` output: RFC 5424 (or 3164) over UDP, TCP or TLS; octet counting or LF framing."""
 
 from __future__ import annotations
 
 from forwarder.config.model import DeliveryConfig
+from forwarder.formats import FORMAT_NAMES
 from forwarder.outputs.base import OutputType
 from forwarder.outputs.syslog.client import SyslogOutput
 from forwarder.outputs.syslog.config import SyslogSettings, parse
@@ -15,6 +16,6 @@ def build(name: str, settings: SyslogSettings) -> SyslogOutput:
 TYPE = OutputType(
     parse=parse,
     build=build,
-    formats=("ecs-json",),
+    formats=FORMAT_NAMES,
     delivery_defaults=DeliveryConfig(batch_max_records=500, batch_max_bytes=1 << 20, batch_timeout=0.2),
 )
