@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import orjson
 
-from forwarder.buffer.sqlite import BufferReader
+from forwarder.buffer.sqlite import BufferReader, Replay
 from forwarder.config.model import DeliveryConfig
 from forwarder.flatten import Snapshot
 from forwarder.flatten.severity import at_least
@@ -74,12 +74,17 @@ class RecordStream:
                 continue
             if not at_least(record.severity, self._delivery.min_severity):
                 continue
-            message = self._message(record)
+            message = self.message(record)
             batch.append(message)
             size += len(message.body)
         return batch
 
-    def _message(self, record: Record) -> Message:
+    async def replays(self, output: str, limit: int) -> list[Replay]:
+        """Dead letters an operator sent back (``snyk-forwarder replay``), oldest first."""
+        return await self._reader.replays(output, limit)
+
+    def message(self, record: Record) -> Message:
+        """Format ``record`` for this output, shortened to its size limit when needed."""
         limit = self._budget(record) if self._budget is not None else None
         if limit is None:
             return Message(record, self._format(record))

@@ -30,6 +30,7 @@ import uvicorn
 
 from forwarder import selfsigned, telemetry
 from forwarder.buffer import SqliteBuffer
+from forwarder.buffer.sqlite import BufferLimits
 from forwarder.config import Config
 from forwarder.errors import EX_UNAVAILABLE, ForwarderError, StorageError
 from forwarder.formats import build_formatter
@@ -104,6 +105,22 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+def open_buffer(config: Config) -> SqliteBuffer:
+    b = config.buffer
+    limits = BufferLimits(
+        max_bytes=b.max_bytes, high_water=b.high_water, low_water=b.low_water, reserve_bytes=b.reserve_bytes
+    )
+    return SqliteBuffer.open(
+        config.state_dir,
+        outputs=[o.name for o in config.outputs],
+        dedup_window=b.dedup_window,
+        dedup_bodies=b.dedup_bodies,
+        delivered_retention=b.delivered_retention,
+        limits=limits,
+        integrity_check=b.integrity_check,
+    )
+
+
 class Service:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -119,14 +136,11 @@ class Service:
         config = self.config
         self._install_signal_handlers()
         try:
-            self.buffer = SqliteBuffer.open(
-                config.state_dir,
-                outputs=[o.name for o in config.outputs],
-                dedup_window=config.buffer.dedup_window,
-                delivered_retention=config.buffer.delivered_retention,
-            )
+            self.buffer = open_buffer(config)
         except StorageError as exc:
             raise StartupError(f"cannot open the buffer in {config.state_dir}: {exc}") from exc
+        if self.buffer.state.salvage is not None:
+            telemetry.buffer_salvaged(self.buffer.state.salvage.describe(), str(self.buffer.state.salvage.moved_to))
         try:
             await self._start_shippers(self.buffer)
             tls = tls_files(config)
@@ -178,7 +192,9 @@ class Service:
         listen = self.config.listen
         assert self.buffer is not None
         verifier = Verifier([s.reveal() for s in self.config.webhook.secrets])
-        endpoint = WebhookEndpoint(verifier=verifier, store=self.buffer.append, listen=listen)
+        endpoint = WebhookEndpoint(
+            verifier=verifier, store=self.buffer.append, listen=listen, admission=self.buffer.admission
+        )
         context = server_ssl_context(tls[0], tls[1]) if tls else None
         uv_config = uvicorn.Config(
             build_app(endpoint, listen.path),
@@ -195,15 +211,25 @@ class Service:
         return _Server(uv_config)
 
     async def _maintenance(self) -> None:
+        """Purge, expire and vacuum on a timer; every second while deliveries are being refused
+        (disk full, high water), so that the buffer reopens as soon as it can."""
         assert self.buffer is not None
+        buffer = self.buffer
         while True:
-            await asyncio.sleep(self.config.buffer.maintenance_interval)
+            urgent = buffer.admission() is not None
+            await asyncio.sleep(
+                min(self.config.buffer.maintenance_interval, 1.0) if urgent else self.config.buffer.maintenance_interval
+            )
             try:
-                report = await self.buffer.maintain()
+                report = await buffer.maintain()
+                if report.events_purged:
+                    await buffer.checkpoint()
             except StorageError as exc:
-                telemetry.service_log.error("buffer maintenance failed; will try again", extra={"reason": str(exc)})
+                telemetry.maintenance_failed(str(exc))
                 continue
             telemetry.maintenance_done(report.events_purged, report.transport_ids_expired)
+            if buffer.state.disk_full:
+                telemetry.disk_full_persists(buffer.state.disk_full_since)
 
     # --- stopping -----------------------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from forwarder.records import RecordStream
 from forwarder.types import Delivered, Message, Outcome, Pause, Position, Reject, Retry, Split
 
 IDLE_POLL = 5.0  # re-read the buffer this often even without a wake-up (belt and braces)
+REPLAY_POLL = 5.0  # replays are queued by another process (the CLI), which cannot wake us
 
 
 @dataclass(slots=True)
@@ -70,6 +71,7 @@ class Shipper:
         self._wake = buffer.subscribe()
         self._stopping = asyncio.Event()
         self._saved = stream.position
+        self._replays_checked = 0.0
 
     def stop(self) -> None:
         self._stopping.set()
@@ -93,18 +95,39 @@ class Shipper:
                 await self._sleep(delay)
 
     async def _cycle(self) -> None:
-        if not self.stopping:
-            batch = await self._collect()
-            if not batch:
-                if self.stream.position != self._saved:  # only filtered-out records were passed
-                    await self._advance(self.stream.position, delivered=0, dead=())
-                return
-            end = self.stream.position
-            dead = await self._deliver(batch)
-            if dead is None:  # stopped while retrying: the batch stays pending in the buffer
-                self.stream.rewind(self._saved)
-                return
-            await self._advance(end, delivered=len(batch) - len(dead), dead=dead)
+        """One batch: replayed dead letters first (they wait longest), else new records."""
+        if await self._replay():
+            return
+        batch = await self._collect()
+        if not batch:
+            if self.stream.position != self._saved:  # only filtered-out records were passed
+                await self._advance(self.stream.position, delivered=0, dead=())
+            return
+        end = self.stream.position
+        dead = await self._deliver(batch)
+        if dead is None:  # stopped while retrying: the batch stays pending in the buffer
+            self.stream.rewind(self._saved)
+            return
+        await self._advance(end, delivered=len(batch) - len(dead), dead=dead)
+
+    async def _replay(self) -> bool:
+        """Send dead letters an operator queued again (``snyk-forwarder replay``); True if any."""
+        now = time.monotonic()
+        if self.stopping or now - self._replays_checked < REPLAY_POLL:
+            return False
+        self._replays_checked = now
+        replays = await self.stream.replays(self.name, self.delivery.batch_max_records)
+        if not replays:
+            return False
+        self._replays_checked = 0.0  # there may be more: look again right away
+        batch = [self.stream.message(r.record) for r in replays]
+        dead = await self._deliver(batch)
+        if dead is None:
+            return True
+        await self.buffer.advance(
+            self.name, None, delivered=len(batch) - len(dead), dead=dead, replayed=[r.id for r in replays]
+        )
+        return True
 
     async def _collect(self) -> list[Message]:
         """A batch bounded by count and bytes; a partial batch waits up to batch_timeout for more."""
@@ -225,13 +248,7 @@ class Shipper:
         record = message.record
         self.status.dead_lettered += 1
         telemetry.record_dead_lettered(self.log, self.name, record.id, reason, attempts)
-        return DeadLetter(
-            record_id=record.id,
-            position=record.position,
-            reason=reason,
-            attempts=attempts,
-            message=message.body,
-        )
+        return DeadLetter(record=record, reason=reason, attempts=attempts, message=message.body)
 
     async def _advance(self, position: Position, *, delivered: int, dead: Sequence[DeadLetter]) -> None:
         await self.buffer.advance(self.name, position, delivered=delivered, dead=dead)

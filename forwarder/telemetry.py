@@ -8,6 +8,7 @@ values and bodies never appear: only sizes, ids and hashes.
 from __future__ import annotations
 
 import logging
+import time
 
 receiver_log = logging.getLogger("forwarder.receiver")
 service_log = logging.getLogger("forwarder.service")
@@ -130,6 +131,28 @@ def maintenance_done(events_purged: int, transport_ids_expired: int) -> None:
             "buffer maintenance",
             extra={"events_purged": events_purged, "transport_ids_expired": transport_ids_expired},
         )
+
+
+def maintenance_failed(reason: str) -> None:
+    service_log.error("buffer maintenance failed; will try again", extra={"reason": reason})
+
+
+_last_disk_full_log = [0.0]
+
+
+def disk_full_persists(since: float | None, interval: float = 60.0) -> None:
+    """Logged at most once per ``interval``: a full disk must be visible without flooding the log."""
+    now = time.time()
+    if now - _last_disk_full_log[0] >= interval:
+        _last_disk_full_log[0] = now
+        service_log.error(
+            "disk still full: deliveries are refused with 503; free space on the state directory's filesystem",
+            extra={"full_for_s": round(now - since, 1) if since else None},
+        )
+
+
+def buffer_salvaged(description: str, moved_to: str) -> None:
+    service_log.error(description, extra={"moved_to": moved_to})
 
 
 def shutting_down(reason: str) -> None:

@@ -68,7 +68,7 @@ class Rig:
 
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    buffer = SqliteBuffer.open(tmp_path, outputs=["fake", "other"])
+    buffer = SqliteBuffer.open(tmp_path, outputs=["fake", "other"], dedup_bodies=False)
     r = Rig(buffer, tmp_path, [])
     yield r
     await r.stop()
@@ -242,8 +242,9 @@ async def test_oversize_records_are_shortened_or_dead_lettered_never_cut(rig: Ri
     long = snapshot_body([issue("SNYK-LONG", description="word " * 2000), issue("SNYK-SHORT")])
     output = TightOutput(3000)
     position = (await rig.buffer.positions())["fake"]
-    stream = RecordStream(rig.buffer.reader(), position, FAST, ecs_json.encode, summary=False,
-                          budget=output.message_budget)  # fmt: skip
+    stream = RecordStream(
+        rig.buffer.reader(), position, FAST, ecs_json.encode, summary=False, budget=output.message_budget
+    )
     shipper = Shipper(output, FAST, rig.buffer, stream)
     rig.running.append((shipper, asyncio.create_task(shipper.run())))
     await rig.buffer.append(event(long))

@@ -1,6 +1,10 @@
-"""DDL for the buffer database. Bump SCHEMA_VERSION with any change and add a migration."""
+"""DDL for the buffer database, and the migrations from older layouts.
 
-SCHEMA_VERSION = 1
+Bump SCHEMA_VERSION with any change and add the statements that bring version N-1 to N in
+MIGRATIONS; ``open`` applies them in order inside one transaction.
+"""
+
+SCHEMA_VERSION = 2
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -36,6 +40,13 @@ CREATE TABLE IF NOT EXISTS transport_ids (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS transport_ids_seen_at ON transport_ids (seen_at);
 
+CREATE TABLE IF NOT EXISTS body_hashes (
+    body_sha256 TEXT PRIMARY KEY,
+    seen_at     REAL NOT NULL,
+    event_id    INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS body_hashes_seen_at ON body_hashes (seen_at);
+
 CREATE TABLE IF NOT EXISTS cursors (
     output       TEXT PRIMARY KEY,
     event_id     INTEGER NOT NULL,
@@ -53,7 +64,35 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     reason       TEXT    NOT NULL,
     attempts     INTEGER NOT NULL,
     failed_at    REAL    NOT NULL,
-    message      BLOB    NOT NULL
+    message      BLOB    NOT NULL,
+    time_ms      INTEGER NOT NULL DEFAULT 0,
+    severity     TEXT,
+    action       TEXT    NOT NULL DEFAULT 'introduced',
+    document     BLOB
 );
 CREATE INDEX IF NOT EXISTS dead_letters_output ON dead_letters (output, failed_at);
+
+CREATE TABLE IF NOT EXISTS replays (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    output       TEXT    NOT NULL,
+    record_id    TEXT    NOT NULL,
+    event_id     INTEGER NOT NULL,
+    record_index INTEGER NOT NULL,
+    time_ms      INTEGER NOT NULL,
+    severity     TEXT,
+    action       TEXT    NOT NULL,
+    document     BLOB    NOT NULL,
+    queued_at    REAL    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS replays_output ON replays (output, id);
 """
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (
+        # dead letters keep the record itself, so `replay` can format it again for a fixed output
+        "ALTER TABLE dead_letters ADD COLUMN time_ms INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE dead_letters ADD COLUMN severity TEXT",
+        "ALTER TABLE dead_letters ADD COLUMN action TEXT NOT NULL DEFAULT 'introduced'",
+        "ALTER TABLE dead_letters ADD COLUMN document BLOB",
+    ),
+}

@@ -3,50 +3,94 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from forwarder.buffer.schema import DDL, SCHEMA_VERSION
+import orjson
+
+from forwarder.buffer.salvage import SalvageReport, check_and_salvage
+from forwarder.buffer.schema import DDL, MIGRATIONS, SCHEMA_VERSION
+from forwarder.buffer.space import Reserve
 from forwarder.buffer.writer import GroupCommitter, storage_error, transaction
-from forwarder.errors import StorageError
-from forwarder.types import Position, StoredEvent, Webhook
+from forwarder.errors import DiskFull, StorageError
+from forwarder.types import Position, Record, StoredEvent, Webhook
 
 DB_NAME = "buffer.db"
+log = logging.getLogger("forwarder.buffer")
+
+
+@dataclass(frozen=True, slots=True)
+class BufferLimits:
+    """Size limits; see ``[buffer]`` in config/example.toml."""
+
+    max_bytes: int = 8 << 30
+    high_water: float = 0.9
+    low_water: float = 0.8
+    reserve_bytes: int = 64 << 20
 
 
 @dataclass(frozen=True, slots=True)
 class AppendResult:
-    """``duplicate``: the transport id was seen before, nothing new was stored.
+    """``duplicate``: the transport id or the same body was seen before; nothing new was stored.
     ``quarantined``: stored raw in ``quarantine`` (unknown event), not shipped."""
 
     event_id: int | None
     duplicate: bool = False
     quarantined: bool = False
+    stored_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    record_id: str
-    position: Position
+    """A record an output refused for good, with everything needed to send it again later."""
+
+    record: Record
     reason: str
     attempts: int
     message: bytes
 
 
 @dataclass(frozen=True, slots=True)
+class Replay:
+    """A dead letter sent back into an output's queue by ``snyk-forwarder replay``."""
+
+    id: int
+    record: Record
+
+
+@dataclass(frozen=True, slots=True)
 class MaintenanceReport:
     events_purged: int
     transport_ids_expired: int
+    body_hashes_expired: int = 0
+    bytes_freed: int = 0
+    pages_vacuumed: int = 0
 
 
-def connect(path: Path) -> sqlite3.Connection:
+@dataclass(slots=True)
+class BufferState:
+    """What the receiver and readiness need to know, kept current in memory (no query per request)."""
+
+    stored_bytes: int = 0
+    backpressure: bool = False
+    disk_full: bool = False
+    disk_full_since: float | None = None
+    salvage: SalvageReport | None = field(default=None)
+
+
+def connect(path: Path, *, new: bool = False) -> sqlite3.Connection:
     """The single place where connections are opened and their durability is chosen."""
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        if new:
+            # Must come before WAL mode and the first table; lets retention hand pages back to the
+            # filesystem (incremental vacuum) so the file does not stay at its largest size.
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         # WAL: readers (shippers) never block the writer (receiver), and a commit is one
         # sequential append + fsync instead of a rollback journal's several.
         conn.execute("PRAGMA journal_mode=WAL")
@@ -69,18 +113,25 @@ class SqliteBuffer:
         conn: sqlite3.Connection,
         loop: asyncio.AbstractEventLoop,
         *,
-        dedup_window: float,
-        delivered_retention: float,
         outputs: Sequence[str],
-        on_commit: Callable[[float, int], None] | None = None,
+        dedup_window: float,
+        dedup_bodies: bool,
+        delivered_retention: float,
+        limits: BufferLimits,
+        state: BufferState,
+        on_commit: Callable[[float, int], None] | None,
     ) -> None:
         self.path = path
+        self.state = state
+        self.limits = limits
         self._conn = conn
         self._writer = GroupCommitter(conn, loop, on_commit)
         self._dedup_window = dedup_window
+        self._dedup_bodies = dedup_bodies
         self._retention = delivered_retention
         self._outputs = tuple(outputs)
         self._subscribers: list[asyncio.Event] = []
+        self._reserve = Reserve(path.parent, limits.reserve_bytes)
 
     @classmethod
     def open(
@@ -89,63 +140,81 @@ class SqliteBuffer:
         *,
         outputs: Sequence[str],
         dedup_window: float = 7 * 86400.0,
+        dedup_bodies: bool = True,
         delivered_retention: float = 0.0,
+        limits: BufferLimits | None = None,
+        integrity_check: str = "quick",
         on_commit: Callable[[float, int], None] | None = None,
     ) -> SqliteBuffer:
         """Open (creating if needed) the buffer and give every configured output a cursor.
+
+        A damaged file is salvaged first (see :mod:`forwarder.buffer.salvage`): the daemon starts
+        with what could be read, never refuses to start and never silently starts empty.
 
         A new output starts at the next event to arrive: it does not replay what other outputs
         already received, the way a newly added sink in a log shipper starts from "now".
         """
         loop = asyncio.get_running_loop()
+        limits = limits or BufferLimits()
         try:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise StorageError(f"cannot create state directory {directory}: {exc.strerror}") from exc
         path = directory / DB_NAME
+        state = BufferState()
+        if path.exists():
+            state.salvage = check_and_salvage(path, outputs, mode=integrity_check, connect=connect)
         created = not path.exists()
-        conn = connect(path)
+        conn = connect(path, new=created)
         try:
-            if created:
-                # Must precede the first table; lets retention give pages back to the filesystem.
-                conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
-            conn.executescript(DDL)
-            with transaction(conn):
-                conn.execute(
-                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-                next_id = _next_event_id(conn)
-                now = time.time()
-                conn.executemany(
-                    "INSERT OR IGNORE INTO cursors(output, event_id, record_index, delivered, updated_at) "
-                    "VALUES (?, ?, 0, 0, ?)",
-                    [(name, next_id, now) for name in outputs],
-                )
+            _prepare(conn, outputs)
+            state.stored_bytes = conn.execute("SELECT COALESCE(SUM(length(body)), 0) FROM events").fetchone()[0]
         except sqlite3.Error as exc:
             conn.close()
             raise storage_error(exc) from exc
         if created:
             _fsync_dir(directory)  # the new file's directory entry must be durable too
-        return cls(
+        buffer = cls(
             path,
             conn,
             loop,
-            dedup_window=dedup_window,
-            delivered_retention=delivered_retention,
             outputs=outputs,
+            dedup_window=dedup_window,
+            dedup_bodies=dedup_bodies,
+            delivered_retention=delivered_retention,
+            limits=limits,
+            state=state,
             on_commit=on_commit,
         )
+        if not buffer._reserve.ensure():
+            state.disk_full, state.disk_full_since = True, time.time()
+        buffer._update_backpressure()
+        return buffer
 
     # --- receiver side ------------------------------------------------------------------------------
+
+    def admission(self) -> str | None:
+        """Why new deliveries must be refused right now (``disk_full``, ``backpressure``), or None."""
+        if self.state.disk_full:
+            return "disk_full"
+        if self.state.backpressure:
+            return "backpressure"
+        return None
 
     async def append(self, webhook: Webhook) -> AppendResult:
         """Store one verified delivery. Returns after the COMMIT holding it (fsynced).
 
-        A repeat of a transport id seen within the dedup window stores nothing and reports
-        ``duplicate``; repeating the call is therefore harmless when the sender supplies one.
+        A repeat of a transport id, or (with ``dedup_bodies``) of a body, seen within the dedup
+        window stores nothing and reports ``duplicate``: repeating a call is harmless.
         """
-        result = await self._writer.submit(lambda conn: _append(conn, webhook))
+        try:
+            result = await self._writer.submit(lambda conn: _append(conn, webhook, self._dedup_bodies))
+        except DiskFull:
+            self._enter_disk_full()
+            raise
+        if result.stored_bytes:
+            self.state.stored_bytes += result.stored_bytes
+            self._update_backpressure()
         if not result.duplicate and not result.quarantined:
             for event in self._subscribers:
                 event.set()
@@ -167,25 +236,67 @@ class SqliteBuffer:
         return await self._writer.submit(_positions)
 
     async def advance(
-        self, output: str, position: Position, *, delivered: int = 0, dead: Iterable[DeadLetter] = ()
+        self,
+        output: str,
+        position: Position | None,
+        *,
+        delivered: int = 0,
+        dead: Iterable[DeadLetter] = (),
+        replayed: Iterable[int] = (),
     ) -> None:
-        """Move ``output``'s cursor to ``position`` and record its dead letters, atomically.
-
-        Returns after the commit. Moving to the same position again is harmless.
-        """
-        dead = tuple(dead)
-        await self._writer.submit(lambda conn: _advance(conn, output, position, delivered, dead))
+        """Move ``output``'s cursor to ``position`` (None: leave it), record dead letters, and drop
+        finished replays, atomically. Returns after the commit; repeating it is harmless."""
+        dead, replayed = tuple(dead), tuple(replayed)
+        await self._writer.submit(lambda conn: _advance(conn, output, position, delivered, dead, replayed))
 
     async def maintain(self, now: float | None = None) -> MaintenanceReport:
-        """Purge delivered events and expired transport ids (see retention in the module doc)."""
+        """Purge delivered events and expired dedup keys, give free pages back, and check whether
+        a full disk has room again (see retention in the module doc and :mod:`.space`)."""
         moment = time.time() if now is None else now
-        return await self._writer.submit(
+        report: MaintenanceReport = await self._writer.submit(
             lambda conn: _maintain(conn, self._outputs, moment - self._retention, moment - self._dedup_window)
+        )
+        self.state.stored_bytes = max(0, self.state.stored_bytes - report.bytes_freed)
+        if self.state.disk_full and await asyncio.to_thread(self._reserve.ensure):
+            self.state.disk_full, self.state.disk_full_since = False, None
+            log.warning("disk space is available again; accepting deliveries", extra={"path": str(self.path)})
+        self._update_backpressure()
+        return report
+
+    async def checkpoint(self) -> None:
+        """Fold the WAL back into the database file and truncate it (called when idle)."""
+        await self._writer.submit(
+            lambda conn: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone(), transactional=False
         )
 
     async def close(self) -> None:
         await asyncio.to_thread(self._writer.close)
         self._conn.close()
+
+    # --- space ---------------------------------------------------------------------------------------
+
+    def _enter_disk_full(self) -> None:
+        if not self.state.disk_full:
+            self.state.disk_full, self.state.disk_full_since = True, time.time()
+            self._reserve.release()  # room for cursor moves and purges, so draining can go on
+            log.error(
+                "disk full: new deliveries are refused with 503 until space returns; delivered events keep draining",
+                extra={"path": str(self.path)},
+            )
+
+    def _update_backpressure(self) -> None:
+        limits, state = self.limits, self.state
+        if not state.backpressure and state.stored_bytes >= limits.high_water * limits.max_bytes:
+            state.backpressure = True
+            log.warning(
+                "buffer above its high-water mark; new deliveries get 503 until it drains",
+                extra={"stored_bytes": state.stored_bytes, "max_bytes": limits.max_bytes},
+            )
+        elif state.backpressure and state.stored_bytes <= limits.low_water * limits.max_bytes:
+            state.backpressure = False
+            log.info(
+                "buffer below its low-water mark; accepting deliveries", extra={"stored_bytes": state.stored_bytes}
+            )
 
 
 class BufferReader:
@@ -198,6 +309,9 @@ class BufferReader:
         """Events with id >= ``event_id`` in id order; at least one if any exists, then up to
         ``max_events`` / ``max_bytes`` of bodies."""
         return await asyncio.to_thread(self._events_from, event_id, max_events, max_bytes)
+
+    async def replays(self, output: str, limit: int) -> list[Replay]:
+        return await asyncio.to_thread(self._replays, output, limit)
 
     def _events_from(self, event_id: int, max_events: int, max_bytes: int) -> list[StoredEvent]:
         try:
@@ -225,19 +339,76 @@ class BufferReader:
         except sqlite3.Error as exc:
             raise storage_error(exc) from exc
 
+    def _replays(self, output: str, limit: int) -> list[Replay]:
+        try:
+            rows = self._conn.execute(
+                "SELECT id, record_id, event_id, record_index, time_ms, severity, action, document "
+                "FROM replays WHERE output = ? ORDER BY id LIMIT ?",
+                (output, limit),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise storage_error(exc) from exc
+        return [
+            Replay(row[0], Record(row[1], Position(row[2], row[3]), row[4], row[5], row[6], orjson.loads(row[7])))
+            for row in rows
+        ]
+
     def close(self) -> None:
         self._conn.close()
+
+
+# --- opening --------------------------------------------------------------------------------------
+
+
+def _prepare(conn: sqlite3.Connection, outputs: Sequence[str]) -> None:
+    """Create or migrate the schema, then give each configured output a cursor."""
+    has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+    version = None
+    if has_meta:
+        row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        version = int(row[0]) if row else None
+    if version is not None and version > SCHEMA_VERSION:
+        raise StorageError(
+            f"the buffer was written by a newer snyk-forwarder (schema {version}, this one "
+            f"knows {SCHEMA_VERSION}); upgrade, or move {DB_NAME} aside"
+        )
+    with transaction(conn):
+        if version is not None:
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS.get(step, ()):
+                    conn.execute(statement)
+        for statement in DDL.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        next_id = _next_event_id(conn)
+        now = time.time()
+        conn.executemany(
+            "INSERT OR IGNORE INTO cursors(output, event_id, record_index, delivered, updated_at) "
+            "VALUES (?, ?, 0, 0, ?)",
+            [(name, next_id, now) for name in outputs],
+        )
 
 
 # --- operations run on the writer thread, inside one transaction ------------------------------------
 
 
-def _append(conn: sqlite3.Connection, w: Webhook) -> AppendResult:
+def _append(conn: sqlite3.Connection, w: Webhook, dedup_bodies: bool) -> AppendResult:
     if w.transport_id:
         row = conn.execute("SELECT event_id FROM transport_ids WHERE transport_id = ?", (w.transport_id,)).fetchone()
         if row is not None:
             return AppendResult(row[0], duplicate=True)
-    if w.kind == "snapshot":
+    snapshot = w.kind == "snapshot"
+    if dedup_bodies and snapshot:
+        row = conn.execute("SELECT event_id FROM body_hashes WHERE body_sha256 = ?", (w.body_sha256,)).fetchone()
+        if row is not None:
+            if w.transport_id:  # remember this transport id too, so its own retries stay cheap
+                conn.execute(
+                    "INSERT INTO transport_ids(transport_id, seen_at, event_id) VALUES (?, ?, ?)",
+                    (w.transport_id, w.received_at, row[0]),
+                )
+            return AppendResult(row[0], duplicate=True)
+    if snapshot:
         cur = conn.execute(
             "INSERT INTO events(received_at, event_name, transport_id, snyk_timestamp, body_sha256, body) "
             "VALUES (?, ?, ?, ?, ?, ?)",
@@ -247,23 +418,20 @@ def _append(conn: sqlite3.Connection, w: Webhook) -> AppendResult:
         cur = conn.execute(
             "INSERT INTO quarantine(received_at, event_name, transport_id, snyk_timestamp, body_sha256, body, reason) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                w.received_at,
-                w.event_name,
-                w.transport_id,
-                w.snyk_timestamp,
-                w.body_sha256,
-                w.body,
-                "unknown event",
-            ),
+            (w.received_at, w.event_name, w.transport_id, w.snyk_timestamp, w.body_sha256, w.body, "unknown event"),
         )
     event_id = cur.lastrowid
     if w.transport_id:
         conn.execute(
             "INSERT INTO transport_ids(transport_id, seen_at, event_id) VALUES (?, ?, ?)",
-            (w.transport_id, w.received_at, event_id if w.kind == "snapshot" else None),
+            (w.transport_id, w.received_at, event_id if snapshot else None),
         )
-    return AppendResult(event_id, quarantined=w.kind != "snapshot")
+    if dedup_bodies and snapshot:
+        conn.execute(
+            "INSERT INTO body_hashes(body_sha256, seen_at, event_id) VALUES (?, ?, ?)",
+            (w.body_sha256, w.received_at, event_id),
+        )
+    return AppendResult(event_id, quarantined=not snapshot, stored_bytes=len(w.body) if snapshot else 0)
 
 
 def _positions(conn: sqlite3.Connection) -> dict[str, Position]:
@@ -272,31 +440,48 @@ def _positions(conn: sqlite3.Connection) -> dict[str, Position]:
 
 
 def _advance(
-    conn: sqlite3.Connection, output: str, position: Position, delivered: int, dead: tuple[DeadLetter, ...]
+    conn: sqlite3.Connection,
+    output: str,
+    position: Position | None,
+    delivered: int,
+    dead: tuple[DeadLetter, ...],
+    replayed: tuple[int, ...],
 ) -> None:
     now = time.time()
-    conn.execute(
-        "UPDATE cursors SET event_id = ?, record_index = ?, delivered = delivered + ?, updated_at = ? WHERE output = ?",
-        (position.event_id, position.index, delivered, now, output),
-    )
+    if position is not None:
+        conn.execute(
+            "UPDATE cursors SET event_id = ?, record_index = ?, delivered = delivered + ?, updated_at = ? "
+            "WHERE output = ?",
+            (position.event_id, position.index, delivered, now, output),
+        )
+    elif delivered:
+        conn.execute(
+            "UPDATE cursors SET delivered = delivered + ?, updated_at = ? WHERE output = ?", (delivered, now, output)
+        )
     if dead:
         conn.executemany(
-            "INSERT INTO dead_letters(output, record_id, event_id, record_index, reason, attempts, failed_at, message) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO dead_letters(output, record_id, event_id, record_index, reason, attempts, failed_at, message, "
+            "time_ms, severity, action, document) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     output,
-                    d.record_id,
-                    d.position.event_id,
-                    d.position.index,
+                    d.record.id,
+                    d.record.position.event_id,
+                    d.record.position.index,
                     d.reason,
                     d.attempts,
                     now,
                     d.message,
+                    d.record.time_ms,
+                    d.record.severity,
+                    d.record.action,
+                    orjson.dumps(d.record.document),
                 )
                 for d in dead
             ],
         )
+    if replayed:
+        conn.executemany("DELETE FROM replays WHERE id = ?", [(i,) for i in replayed])
 
 
 def _maintain(
@@ -307,13 +492,28 @@ def _maintain(
         f"SELECT MIN(event_id) FROM cursors WHERE output IN ({marks})",  # noqa: S608 - placeholders only
         tuple(outputs),
     ).fetchone()
-    purged = 0
+    purged = freed = 0
     if row is not None and row[0] is not None:
-        purged = conn.execute(
-            "DELETE FROM events WHERE id < ? AND received_at < ?", (row[0], delivered_before)
-        ).rowcount
+        condition = "WHERE id < ? AND received_at < ?"
+        freed = conn.execute(
+            f"SELECT COALESCE(SUM(length(body)), 0) FROM events {condition}",  # noqa: S608
+            (row[0], delivered_before),
+        ).fetchone()[0]
+        purged = conn.execute(f"DELETE FROM events {condition}", (row[0], delivered_before)).rowcount  # noqa: S608
     expired = conn.execute("DELETE FROM transport_ids WHERE seen_at < ?", (seen_before,)).rowcount
-    return MaintenanceReport(events_purged=purged, transport_ids_expired=expired)
+    hashes = conn.execute("DELETE FROM body_hashes WHERE seen_at < ?", (seen_before,)).rowcount
+    free_pages = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    vacuumed = 0
+    if free_pages > 1024:  # give back what a burst left behind, a bounded amount per pass
+        conn.execute("PRAGMA incremental_vacuum(4096)").fetchall()
+        vacuumed = min(free_pages, 4096)
+    return MaintenanceReport(
+        events_purged=purged,
+        transport_ids_expired=expired,
+        body_hashes_expired=hashes,
+        bytes_freed=freed,
+        pages_vacuumed=vacuumed,
+    )
 
 
 def _next_event_id(conn: sqlite3.Connection) -> int:
@@ -327,3 +527,15 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+__all__ = [
+    "AppendResult",
+    "BufferLimits",
+    "BufferReader",
+    "BufferState",
+    "DeadLetter",
+    "DiskFull",
+    "Replay",
+    "SqliteBuffer",
+]

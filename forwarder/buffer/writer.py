@@ -83,11 +83,12 @@ class GroupCommitter:
         self._closed = False
         self._thread.start()
 
-    def submit(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+    def submit(self, op: Callable[[sqlite3.Connection], T], *, transactional: bool = True) -> asyncio.Future[T]:
+        """Queue ``op``; ``transactional=False`` runs it alone, outside any transaction (checkpoints)."""
         if self._closed:
             raise StorageError("buffer is closed")
         future: asyncio.Future[T] = self._loop.create_future()
-        self._queue.put((op, future))
+        self._queue.put((op, future, transactional))
         return future
 
     def close(self, timeout: float = 30.0) -> None:
@@ -102,11 +103,17 @@ class GroupCommitter:
 
     def _run(self) -> None:
         stopping = False
+        held = None  # a non-transactional operation waiting for the batch before it to commit
         while not stopping:
-            item = self._queue.get()
+            item = held if held is not None else self._queue.get()
+            held = None
             if item is _STOP:
                 break
-            batch = [item]
+            op, future, transactional = item
+            if not transactional:
+                self._loop.call_soon_threadsafe(_settle, [self._run_alone(op, future)])
+                continue
+            batch = [(op, future)]
             while len(batch) < MAX_OPS_PER_COMMIT:
                 try:
                     item = self._queue.get_nowait()
@@ -115,9 +122,20 @@ class GroupCommitter:
                 if item is _STOP:
                     stopping = True
                     break
-                batch.append(item)
+                if not item[2]:
+                    held = item
+                    break
+                batch.append((item[0], item[1]))
             settled = self._commit(batch)
             self._loop.call_soon_threadsafe(_settle, settled)
+        if held is not None and held is not _STOP:
+            self._loop.call_soon_threadsafe(_settle, [self._run_alone(held[0], held[1])])
+
+    def _run_alone(self, op: Operation, fut: asyncio.Future[Any]) -> tuple[asyncio.Future[Any], bool, Any]:
+        try:
+            return (fut, True, op(self._conn))
+        except Exception as exc:
+            return (fut, False, _mapped(exc))
 
     def _commit(
         self, batch: list[tuple[Operation, asyncio.Future[Any]]]

@@ -156,8 +156,21 @@ def _buffer(state: Table, t: Table, base_dir: Path) -> BufferConfig:
         dedup_window=t.duration("dedup_window", d.dedup_window),
         delivered_retention=t.duration("delivered_retention", d.delivered_retention),
         maintenance_interval=t.duration("maintenance_interval", d.maintenance_interval, minimum=0.01),
+        dedup_bodies=t.boolean("dedup_bodies", d.dedup_bodies),
+        max_bytes=t.size("max_bytes", d.max_bytes, minimum=1 << 20),
+        high_water=t.number("high_water", d.high_water, minimum=0.05, maximum=1.0),
+        low_water=t.number("low_water", d.low_water, minimum=0.0, maximum=1.0),
+        reserve_bytes=t.size("reserve_bytes", d.reserve_bytes),
+        integrity_check=t.string("integrity_check", d.integrity_check, choices=("quick", "full", "off")),
     )
     t.finish()
+    if cfg.low_water >= cfg.high_water:
+        raise t.error(
+            "low_water",
+            "must be below high_water, or the buffer would flap between full and open",
+            value=cfg.low_water,
+            hint=f"e.g. low_water = {cfg.high_water - 0.1:.2f}",
+        )
     return cfg
 
 

@@ -56,6 +56,18 @@ class BufferConfig:
     # Delivered events are deleted once every output has them and they are this old.
     delivered_retention: float = 0.0
     maintenance_interval: float = 60.0
+    # Also refuse a body that was already stored, whatever its transport id: a replayed delivery,
+    # or the same event arriving through both webhooks during secret rotation, is shipped once.
+    dedup_bodies: bool = True
+    # Above high_water × max_bytes of stored events, new deliveries get 503 until the buffer has
+    # drained below low_water × max_bytes. Acknowledged data is never dropped to make room.
+    max_bytes: int = 8 << 30
+    high_water: float = 0.9
+    low_water: float = 0.8
+    # Preallocated and released when the disk fills, so cursor moves and purges can still be written.
+    reserve_bytes: int = 64 << 20
+    # At start: "quick" (PRAGMA quick_check), "full" (integrity_check) or "off".
+    integrity_check: str = "quick"
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,8 +30,17 @@ _SCANNER = {"vendor": "Snyk"}
 class SnapshotFacts:
     """Per-delivery facts shared by every record of one snapshot, computed once."""
 
-    def __init__(self, *, time_ms: int, received_ms: int, body_sha256: str, transport_id: str | None,
-                 project: dict[str, Any], org: dict[str, Any], group: dict[str, Any]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        time_ms: int,
+        received_ms: int,
+        body_sha256: str,
+        transport_id: str | None,
+        project: dict[str, Any],
+        org: dict[str, Any],
+        group: dict[str, Any],
+    ) -> None:
         self.time_ms = time_ms
         self.body_sha256 = body_sha256
         self.project = project
@@ -249,8 +258,14 @@ def _product(project: dict[str, Any]) -> str:
     return "Snyk Container" if text(project.get("type")) in _CONTAINER_TYPES else "Snyk Open Source"
 
 
-def _message(action: str, severity: str | None, title: str | None, package: str | None,
-             versions: list[str] | None, project_name: str | None) -> str:  # fmt: skip
+def _message(
+    action: str,
+    severity: str | None,
+    title: str | None,
+    package: str | None,
+    versions: list[str] | None,
+    project_name: str | None,
+) -> str:
     verb = "Introduced" if action == "introduced" else "Resolved"
     parts = [verb, severity or "unknown-severity", "issue", f'"{title}"' if title else "(untitled)"]
     if package:

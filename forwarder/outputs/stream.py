@@ -29,6 +29,9 @@ import time
 from forwarder.errors import ConnectFailed, SendTimeout
 
 SIOCOUTQ = termios.TIOCOUTQ  # same ioctl number on Linux: bytes not yet acknowledged by the peer
+# Linux TCP states (include/net/tcp_states.h) in which everything ACKed really reached the peer:
+# ESTABLISHED, FIN_WAIT1/2 (we are closing) and CLOSE_WAIT (the peer closed after reading).
+_OPEN_STATES = frozenset({1, 4, 5, 8})
 
 
 class StreamConnection:
@@ -112,14 +115,21 @@ class StreamConnection:
         sock = self._writer.get_extra_info("socket")
         if sock is None:
             return
-        fd = sock.fileno()
         delay = 0.0005
         started = time.monotonic()
         while True:  # bounded by the caller's send timeout
-            if self._reader.at_eof():
+            if self._reader.at_eof() or self._writer.is_closing() or self._reader.exception() is not None:
                 raise ConnectionResetError("peer closed the connection before acknowledging")
+            fd = sock.fileno()
+            if fd < 0:
+                raise ConnectionResetError("connection closed")
             unacked = struct.unpack("i", fcntl.ioctl(fd, SIOCOUTQ, b"\0\0\0\0"))[0]
             if unacked == 0:
+                # A reset also empties the send queue: only an open connection means "acknowledged".
+                error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+                if error or state not in _OPEN_STATES:
+                    raise ConnectionResetError(f"connection reset (error {error}, tcp state {state})")
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05, max(0.0005, (time.monotonic() - started) / 4))

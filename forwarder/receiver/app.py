@@ -44,6 +44,21 @@ KNOWN_PING = "ping/v0"
 _EVENT = re.compile(r"^([A-Za-z0-9_.-]+)/(v\d+)$")
 _MAX_HEADER_TEXT = 256
 _JSON = (b"content-type", b"application/json")
+# Answers while the buffer cannot take more; checked before the body is read (nothing is stored).
+REFUSALS = {
+    "disk_full": Unavailable(
+        "the forwarder's disk is full, so the event cannot be stored durably and was NOT accepted; retry later "
+        "(operators: free space in the state directory)",
+        retry_after=60,
+        code="disk_full",
+    ),
+    "backpressure": Unavailable(
+        "the forwarder's buffer is above its high-water mark while its outputs catch up; the event was NOT "
+        "accepted, retry later (operators: check the outputs with `snyk-forwarder status`)",
+        retry_after=30,
+        code="buffer_full",
+    ),
+}
 
 
 class WebhookEndpoint:
@@ -55,8 +70,10 @@ class WebhookEndpoint:
         verifier: Verifier,
         store: Store,
         listen: ListenConfig,
+        admission: Callable[[], str | None] = lambda: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._admission = admission
         self._verifier = verifier
         self._store = store
         self._listen = listen
@@ -82,6 +99,9 @@ class WebhookEndpoint:
         event_name = _text(event)
         tid = _text(transport_id)
         try:
+            refused = self._admission()
+            if refused is not None:
+                raise REFUSALS[refused]
             body, held = await read_body(
                 receive,
                 content_length=_content_length(length),
@@ -154,6 +174,9 @@ class WebhookEndpoint:
         try:
             result = await self._store(webhook)
         except StorageError as exc:
+            refused = self._admission()
+            if refused is not None:  # the store just found the disk full
+                raise REFUSALS[refused] from exc
             raise Unavailable(
                 f"the event could not be stored durably ({exc}); it was NOT accepted, please retry",
                 retry_after=30,

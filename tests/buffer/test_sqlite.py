@@ -20,7 +20,7 @@ from forwarder.buffer import SqliteBuffer
 from forwarder.buffer.sqlite import DeadLetter
 from forwarder.buffer.writer import GroupCommitter
 from forwarder.errors import StorageError
-from forwarder.types import EventKind, Position, Webhook
+from forwarder.types import EventKind, Position, Record, Webhook
 
 pytestmark = pytest.mark.anyio
 
@@ -69,11 +69,25 @@ async def test_dedup_by_transport_id_survives_a_restart(tmp_path: Path) -> None:
     await buffer.close()
     buffer = SqliteBuffer.open(tmp_path, outputs=["a"])
     again = await buffer.append(webhook(1, transport_id="998fe884-18a0-45db-8ae0-e379eea3bc0a"))
-    other = await buffer.append(webhook(1, transport_id="another"))
+    other = await buffer.append(webhook(2, transport_id="another"))
     await buffer.close()
     assert again.duplicate and again.event_id == first.event_id
     assert not other.duplicate
     assert len(rows(buffer.path, "SELECT id FROM events")) == 2
+
+
+async def test_the_same_body_is_stored_once_whatever_its_transport_id(tmp_path: Path) -> None:
+    buffer = SqliteBuffer.open(tmp_path, outputs=["a"])
+    first = await buffer.append(webhook(1, transport_id="webhook-old"))
+    second = await buffer.append(webhook(1, transport_id="webhook-new"))  # secret rotation: two webhooks
+    again = await buffer.append(webhook(1, transport_id="webhook-new"))
+    await buffer.close()
+    assert not first.duplicate and second.duplicate and again.duplicate
+    assert second.event_id == first.event_id
+    relaxed = SqliteBuffer.open(tmp_path / "relaxed", outputs=["a"], dedup_bodies=False)
+    results = [await relaxed.append(webhook(1, transport_id=f"t{i}")) for i in range(2)]
+    await relaxed.close()
+    assert [r.duplicate for r in results] == [False, False]
 
 
 async def test_unknown_events_go_to_quarantine_and_are_never_read_for_shipping(tmp_path: Path) -> None:
@@ -101,7 +115,8 @@ async def test_a_new_output_starts_at_the_next_event(tmp_path: Path) -> None:
 async def test_advance_moves_the_cursor_and_keeps_dead_letters(tmp_path: Path) -> None:
     buffer = SqliteBuffer.open(tmp_path, outputs=["a"])
     await buffer.append(webhook(1))
-    dead = DeadLetter(record_id="r1", position=Position(1, 3), reason="too big", attempts=2, message=b"{}")
+    record = Record("r1", Position(1, 3), 1709802303120, "high", "introduced", {"event": {"id": "r1"}})
+    dead = DeadLetter(record=record, reason="too big", attempts=2, message=b"{}")
     await buffer.advance("a", Position(1, 7), delivered=6, dead=[dead])
     await buffer.close()
     buffer = SqliteBuffer.open(tmp_path, outputs=["a"])
@@ -122,6 +137,8 @@ async def test_retention_purges_only_what_every_output_has(tmp_path: Path) -> No
     report = await buffer.maintain(now=1103.5)
     assert report.events_purged == 2  # events 1 and 2
     assert report.transport_ids_expired == 3  # t1..t3 are older than 100 s
+    assert report.body_hashes_expired == 3
+    assert report.bytes_freed == len(b'{"n":1}') + len(b'{"n":2}')
     assert [r[0] for r in rows(buffer.path, "SELECT id FROM events")] == [3, 4]
     await buffer.advance("a", Position(5, 0))
     await buffer.advance("b", Position(5, 0))

@@ -209,8 +209,10 @@ def test_syslog_mistakes_name_the_key(tmp_path: Path, extra: str, key: str) -> N
 def test_tls_syslog_with_mutual_tls_and_leef(tmp_path: Path) -> None:
     for name in ("ca.pem", "c.pem", "k.pem"):
         (tmp_path / name).write_text("-")
-    extra = ('transport = "tls"\ntls_ca_file = "ca.pem"\ntls_client_cert = "c.pem"\ntls_client_key = "k.pem"\n'
-             'format = "leef"\nleef_delimiter = "^"\nframing = "lf"')  # fmt: skip
+    extra = (
+        'transport = "tls"\ntls_ca_file = "ca.pem"\ntls_client_cert = "c.pem"\ntls_client_key = "k.pem"\n'
+        'format = "leef"\nleef_delimiter = "^"\nframing = "lf"'
+    )
     output = parse_config(SYSLOG.replace("{}", extra), base_dir=tmp_path).outputs[0]
     assert output.settings.tls_client_cert == tmp_path / "c.pem"
     assert output.delivery.format == "leef" and output.delivery.leef_delimiter == "^"

@@ -194,8 +194,8 @@ def test_sigterm_while_an_output_is_down_exits_within_the_grace_period(workdir: 
     daemon = Daemon(workdir, config_text(workdir / "state", test_ca, outputs)).start()
     try:
         with daemon.client(test_ca.ca_file) as client:
-            for _ in range(10):
-                assert post(client, sample("body_a.json")).status_code == 202
+            for n in range(10):
+                assert post(client, snapshot_body([issue(f"SNYK-DOWN-{n}")])).status_code == 202
         time.sleep(0.5)
         started = time.monotonic()
         assert daemon.terminate(sig=signal.SIGTERM) == 0

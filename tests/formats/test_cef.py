@@ -18,8 +18,16 @@ C10_LINE = (
 
 
 def c10_line() -> str:
-    body = snapshot_body([issue("SNYK-JS-EXAMPLE-2000002", severity="high", title="Command Injection | via a=b\\c",
-                                description="line1\r\nline2 uses key=value")])  # fmt: skip
+    body = snapshot_body(
+        [
+            issue(
+                "SNYK-JS-EXAMPLE-2000002",
+                severity="high",
+                title="Command Injection | via a=b\\c",
+                description="line1\r\nline2 uses key=value",
+            )
+        ]
+    )
     (record,) = flatten_all(body)
     return CefFormatter()(record).decode()
 
@@ -76,8 +84,8 @@ def test_c06_no_empty_or_null_values() -> None:
 
 
 def test_c07_several_cves_share_one_key() -> None:
-    lodash = issue("SNYK-JS-LODASH-567746", cvssScore=7.4,
-                   identifiers={"CVE": ["CVE-2020-8203", "CVE-2021-23337"], "CWE": ["CWE-400", "CWE-1321"]})  # fmt: skip
+    identifiers = {"CVE": ["CVE-2020-8203", "CVE-2021-23337"], "CWE": ["CWE-400", "CWE-1321"]}
+    lodash = issue("SNYK-JS-LODASH-567746", cvssScore=7.4, identifiers=identifiers)
     (record,) = flatten_all(snapshot_body([lodash]))
     event = parse(CefFormatter()(record).decode())
     assert event.extension["cs2"] == "CVE-2020-8203,CVE-2021-23337"
@@ -102,7 +110,7 @@ def test_vendor_product_version_are_configurable_and_escaped() -> None:
     assert line.startswith("CEF:0|Acme\\|Sec|Forwarder|2.0|SNYK-JS-LODASH-567746|Prototype Pollution|8|")
 
 
-free_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=200)
+free_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=200)
 
 
 @settings(max_examples=300, deadline=None)

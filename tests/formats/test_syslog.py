@@ -16,8 +16,13 @@ from forwarder.types import Message, Position, Record
 from tests.helpers import flatten_all, issue, sample, snapshot_body
 
 REFERENCE_MS = 1709802303120  # 2024-03-07T09:05:03.120Z
-CASES = SyslogSettings(host="h", port=1, hostname="ci-runner-07", app_name="snykfwd",
-                       severity_map=dict.fromkeys(("critical", "high", "medium", "low", "none"), 6))  # fmt: skip
+CASES = SyslogSettings(
+    host="h",
+    port=1,
+    hostname="ci-runner-07",
+    app_name="snykfwd",
+    severity_map=dict.fromkeys(("critical", "high", "medium", "low", "none"), 6),
+)
 
 
 def record(severity: str | None = "high", document: dict[str, object] | None = None) -> Record:
@@ -42,8 +47,9 @@ def test_c13_host_with_spaces_empty_app_name_and_nanoseconds() -> None:
 
 
 def test_c13_field_lengths_are_capped() -> None:
-    head = syslog.header(facility=16, severity=6, time_ms=0, hostname="h" * 300, app_name="a" * 60,
-                         procid="p" * 200, msgid="m" * 40)  # fmt: skip
+    head = syslog.header(
+        facility=16, severity=6, time_ms=0, hostname="h" * 300, app_name="a" * 60, procid="p" * 200, msgid="m" * 40
+    )
     _, _, host, app, procid, msgid = head.split(b" ")
     assert (len(host), len(app), len(procid), len(msgid)) == (255, 48, 128, 32)
 
@@ -56,8 +62,10 @@ def test_c12_structured_data_escapes_exactly_three_characters() -> None:
 
 
 def test_structured_data_carries_record_facts_and_labels() -> None:
-    body = snapshot_body([issue("SNYK-1")], project={"name": 'acme/api "v2" [beta]\\legacy',
-                                                      "tags": [{"key": "team name=x", "value": "web"}]})  # fmt: skip
+    body = snapshot_body(
+        [issue("SNYK-1")],
+        project={"name": 'acme/api "v2" [beta]\\legacy', "tags": [{"key": "team name=x", "value": "web"}]},
+    )
     (rec,) = flatten_all(body)
     head = SyslogEncoder(replace(CASES, structured_data=True)).head(rec)
     assert b' project="acme/api \\"v2\\" [beta\\]\\\\legacy"' in head
@@ -87,7 +95,7 @@ def test_c11_lf_framing_escapes_line_breaks_and_ends_with_one_lf() -> None:
     message = Message(rec, CefFormatter()(rec))
     frame = SyslogEncoder(replace(CASES, framing="lf")).frame(message)
     assert frame.startswith(
-        b"<134>1 2024-03-07T09:05:03.120Z ci-runner-07 snykfwd - - - CEF:0|Snyk|Snyk|1.0|SNYK-JS-EXAMPLE-2000003|Example|3|"
+        b"<134>1 2024-03-07T09:05:03.120Z ci-runner-07 snykfwd - - - CEF:0|Snyk|Snyk|1.0|SNYK-JS-EXAMPLE-2000003|Example|3|"  # noqa: E501 - exact bytes of C-11
     )
     assert b"msg=line1\\nline2" in frame
     assert frame.count(b"\n") == 1 and frame.endswith(b"\n") and b"\x00" not in frame

@@ -67,10 +67,17 @@ def records(*names: str) -> list[Record]:
 
 def settings_for(receiver: SyslogReceiver, listener: str, pki: Pki | None = None, **extra: object) -> SyslogSettings:
     transport = "udp" if listener == "udp" else ("tls" if listener.startswith("tls") else "tcp")
-    base = SyslogSettings(host="127.0.0.1", port=receiver.ports[listener], transport=transport,
-                          framing="lf" if listener.endswith("_lf") else "octet-counting",
-                          hostname="ci-runner-07", app_name="snykfwd", tls_ca_file=pki.ca_file if pki else None,
-                          connect_timeout=2, send_timeout=5)  # fmt: skip
+    base = SyslogSettings(
+        host="127.0.0.1",
+        port=receiver.ports[listener],
+        transport=transport,
+        framing="lf" if listener.endswith("_lf") else "octet-counting",
+        hostname="ci-runner-07",
+        app_name="snykfwd",
+        tls_ca_file=pki.ca_file if pki else None,
+        connect_timeout=2,
+        send_timeout=5,
+    )
     return replace(base, **extra)  # type: ignore[arg-type]
 
 
@@ -108,8 +115,10 @@ async def test_every_transport_and_framing_delivers_whole_records(
 async def test_c11_cef_over_lf_framed_tcp_and_tls(
     tmp_path: Path, pki: Pki, receiver_class: type[SyslogReceiver]
 ) -> None:
-    first = flatten_all(snapshot_body([issue("SNYK-JS-EXAMPLE-2000003", title="Example", severity="low",
-                                             description="line1\nline2")]), timestamp=TIMESTAMP)[0]  # fmt: skip
+    first = flatten_all(
+        snapshot_body([issue("SNYK-JS-EXAMPLE-2000003", title="Example", severity="low", description="line1\nline2")]),
+        timestamp=TIMESTAMP,
+    )[0]
     second = records("body_a.json")[0]
     cef = CefFormatter()
     messages = [Message(r, cef(r)) for r in (first, second)]
@@ -167,28 +176,40 @@ async def test_c11_the_wire_holds_exactly_one_lf_per_frame_and_no_nul(pki: Pki, 
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(pki.cert_file, pki.key_file)
     capture = RawCapture(context)
-    first = flatten_all(snapshot_body([issue("SNYK-JS-EXAMPLE-2000003", title="Example", severity="low",
-                                             description="line1\nline2")]), timestamp=TIMESTAMP)[0]  # fmt: skip
+    first = flatten_all(
+        snapshot_body([issue("SNYK-JS-EXAMPLE-2000003", title="Example", severity="low", description="line1\nline2")]),
+        timestamp=TIMESTAMP,
+    )[0]
     second = records("body_a.json")[0]
-    settings = SyslogSettings(host="127.0.0.1", port=capture.port, transport="tls" if tls else "tcp", framing="lf",
-                              hostname="ci-runner-07", app_name="snykfwd", tls_ca_file=pki.ca_file,
-                              severity_map=dict.fromkeys(("critical", "high", "medium", "low", "none"), 6))  # fmt: skip
+    settings = SyslogSettings(
+        host="127.0.0.1",
+        port=capture.port,
+        transport="tls" if tls else "tcp",
+        framing="lf",
+        hostname="ci-runner-07",
+        app_name="snykfwd",
+        tls_ca_file=pki.ca_file,
+        severity_map=dict.fromkeys(("critical", "high", "medium", "low", "none"), 6),
+    )
     cef = CefFormatter()
     await ship(settings, [Message(r, cef(r)) for r in (first, second)])
     data = capture.close()
     assert data.count(b"\n") == 2 and data.endswith(b"\n") and b"\x00" not in data
     assert data.startswith(
-        b"<134>1 2024-03-07T09:05:03.120Z ci-runner-07 snykfwd - - - CEF:0|Snyk|Snyk|1.0|SNYK-JS-EXAMPLE-2000003|Example|3|"
+        b"<134>1 2024-03-07T09:05:03.120Z ci-runner-07 snykfwd - - - CEF:0|Snyk|Snyk|1.0|SNYK-JS-EXAMPLE-2000003|Example|3|"  # noqa: E501 - exact bytes of C-11
     )
     assert b"msg=line1\\nline2" in data.split(b"\n")[0]
 
 
 async def test_mutual_tls_presents_the_client_certificate(tmp_path: Path, pki: Pki) -> None:
     recs = records("body_a.json")
-    with Rsyslog(tmp_path, ["tls"], cert_file=pki.cert_file, key_file=pki.key_file,
-                 client_ca_file=pki.ca_file) as receiver:  # fmt: skip
-        await ship(settings_for(receiver, "tls", pki, tls_client_cert=pki.client_cert, tls_client_key=pki.client_key),
-                   ecs_messages(recs))  # fmt: skip
+    with Rsyslog(
+        tmp_path, ["tls"], cert_file=pki.cert_file, key_file=pki.key_file, client_ca_file=pki.ca_file
+    ) as receiver:
+        await ship(
+            settings_for(receiver, "tls", pki, tls_client_cert=pki.client_cert, tls_client_key=pki.client_key),
+            ecs_messages(recs),
+        )
         got = receiver.wait_for_messages(1)
     assert json.loads(got[0]["msg"])["event"]["id"] == recs[0].id
 

@@ -221,8 +221,14 @@ async def test_memory_budget_queues_bodies_instead_of_failing(tmp_path: Path) ->
     async with _app(buffer, listen) as client:
         import asyncio
 
-        body = b'{"pad":"' + b"y" * 6000 + b'"}'
-        headers = {"X-Snyk-Event": "project_snapshot/v0", "X-Hub-Signature": sign(body)}
-        results = await asyncio.gather(*(client.post(PATH, content=body, headers=headers) for _ in range(5)))
+        bodies = [b'{"pad":"' + bytes([97 + i]) * 6000 + b'"}' for i in range(5)]
+        results = await asyncio.gather(
+            *(
+                client.post(
+                    PATH, content=b, headers={"X-Snyk-Event": "project_snapshot/v0", "X-Hub-Signature": sign(b)}
+                )
+                for b in bodies
+            )
+        )
     await buffer.close()
     assert [r.status_code for r in results] == [202] * 5

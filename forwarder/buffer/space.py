@@ -1,0 +1,48 @@
+"""Disk-space safety: a reserve file, released when the disk fills, so draining never deadlocks.
+
+When the filesystem under the buffer is full, appends fail (503, nothing acknowledged) — but
+the shippers still need to write: a cursor move, a dead letter, the DELETE that purges delivered
+events. All of those need a few pages of WAL. So the buffer keeps ``reserve.bin`` preallocated
+next to the database and deletes it the moment the disk is found full: that frees exactly
+enough room for draining to go on. New deliveries stay refused until the reserve can be
+allocated again, which is also the test that space has really come back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from pathlib import Path
+
+RESERVE_NAME = "reserve.bin"
+
+
+class Reserve:
+    def __init__(self, directory: Path, size: int) -> None:
+        self.path = directory / RESERVE_NAME
+        self.size = size
+
+    def ensure(self) -> bool:
+        """Allocate the reserve if it is missing; False when the disk has no room for it."""
+        if self.size <= 0:
+            return True
+        try:
+            if self.path.exists() and self.path.stat().st_size >= self.size:
+                return True
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, self.size)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                self.release()
+                return False
+            raise
+        return True
+
+    def release(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
