@@ -9,9 +9,12 @@ restart-loop.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import shlex
 import ssl
 import sys
+import time
 import uuid
 from importlib import resources
 from pathlib import Path
@@ -73,6 +76,27 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--cacert", type=Path, help="CA file to verify the forwarder's certificate")
     send.add_argument("--insecure", action="store_true", help="do not verify the certificate (trials only)")
     send.set_defaults(handler=_send_test)
+    status = sub.add_parser("status", help="show each output's queue, progress, errors and dead letters")
+    status.add_argument("--config", type=Path, help="configuration (default: the built-in one)")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=_status)
+
+    replay = sub.add_parser("replay", help="send an output's dead letters back into its queue")
+    replay.add_argument("--config", type=Path, help="configuration (default: the built-in one)")
+    replay.add_argument("--output", required=True, help="output whose dead letters to replay")
+    replay.add_argument(
+        "--since", help="only records that failed at or after this time (ISO 8601, or e.g. 2h for 2 hours ago)"
+    )
+    replay.add_argument("--until", help="only records that failed before this time (same forms)")
+    replay.add_argument("--into", help="queue them for another output instead (e.g. after replacing a SIEM)")
+    replay.set_defaults(handler=_replay)
+
+    flatten = sub.add_parser("flatten", help="print the records a saved Snyk payload produces (offline)")
+    flatten.add_argument("file", type=Path, help="a project_snapshot/v0 body saved to a file")
+    flatten.add_argument("--format", choices=("ecs-json", "cef", "leef"), default="ecs-json")
+    flatten.add_argument("--summary", action="store_true", help="also print the snapshot summary record")
+    flatten.add_argument("--timestamp", help="X-Snyk-Timestamp to assume (default: now)")
+    flatten.set_defaults(handler=_flatten)
     return parser
 
 
@@ -170,3 +194,131 @@ def _print_banner(svc: object, config_path: Path | None) -> None:
     lines.append("Send a signed sample Snyk event from another terminal:")
     lines.append(f"  {me} send-test{with_config}")
     print("\n".join(lines), flush=True)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from forwarder.buffer.admin import read_status
+
+    config = _load(args.config)
+    status = read_status(config.state_dir, [o.name for o in config.outputs])
+    if args.json:
+        print(json.dumps(dataclasses.asdict(status), default=str, indent=2))
+        return 0
+    print(
+        f"buffer {status.path}: {_size(status.file_bytes)} on disk, {_size(status.stored_bytes)} in "
+        f"{status.events} stored events, {status.quarantined} quarantined (unknown event types)"
+    )
+    print(f"{'OUTPUT':<16} {'PENDING EVENTS':>14} {'OLDEST':>8} {'DELIVERED':>10} {'DEAD':>6}  STATE")
+    for o in status.outputs:
+        state = f"paused: {o.paused}" if o.paused else ("ok" if not o.pending_events else "sending")
+        print(
+            f"{o.name:<16} {o.pending_events:>14} {_age(o.oldest_pending_age_s):>8} {o.delivered:>10} "
+            f"{o.dead_letters:>6}  {state}"
+        )
+        if o.last_error and not o.paused:
+            ago = _age(time.time() - o.last_error_at) if o.last_error_at else "?"
+            print(f"{'':<16} last error {ago} ago: {o.last_error}")
+        if o.replays_queued:
+            print(f"{'':<16} {o.replays_queued} dead letters queued for replay")
+    if status.recent_dead_letters:
+        print("recent dead letters (replay with: snyk-forwarder replay --output NAME):")
+        for d in status.recent_dead_letters[:10]:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(d.failed_at))
+            print(f"  {when}Z {d.output} record {d.record_id} (event {d.event_id}#{d.record_index}): {d.reason}")
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from forwarder.buffer.admin import replay
+
+    config = _load(args.config)
+    names = [o.name for o in config.outputs]
+    for name in filter(None, (args.output, args.into)):
+        if name not in names:
+            print(
+                f"error: no output named {name!r} in {config.source}; configured: {', '.join(names)}", file=sys.stderr
+            )
+            return 2
+    queued, skipped = replay(
+        config.state_dir, args.output, since=_when(args.since), until=_when(args.until), into=args.into
+    )
+    target = args.into or args.output
+    print(f"queued {queued} dead letters for {target}; the running daemon sends them within seconds")
+    if skipped:
+        print(f"{skipped} older dead letters hold no stored record and cannot be replayed")
+    return 0
+
+
+def _flatten(args: argparse.Namespace) -> int:
+    import hashlib
+
+    import orjson
+
+    from forwarder.config.model import DeliveryConfig
+    from forwarder.flatten import Snapshot
+    from forwarder.formats import build_formatter
+    from forwarder.types import StoredEvent, Webhook
+
+    body = args.file.read_bytes()
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        print(f"error: {args.file} is not JSON: {exc}", file=sys.stderr)
+        return 1
+    webhook = Webhook(
+        body=body,
+        body_sha256=hashlib.sha256(body).hexdigest(),
+        event_name="project_snapshot/v0",
+        received_at=time.time(),
+        snyk_timestamp=args.timestamp,
+    )
+    snapshot = Snapshot(StoredEvent(0, webhook), payload, summary=args.summary)
+    formatter = build_formatter(DeliveryConfig(format=args.format))
+    out = sys.stdout.buffer
+    for index in range(len(snapshot)):
+        record = snapshot.record(index)
+        if record is not None:
+            out.write(formatter(record) + b"\n")
+    out.flush()
+    return 0
+
+
+def _when(text: str | None) -> float | None:
+    if text is None:
+        return None
+    from forwarder.config.reader import parse_duration
+    from forwarder.flatten.timestamps import parse_ms
+
+    ago = parse_duration(text)
+    if ago is not None and not text.strip().replace(".", "").isdigit():
+        return time.time() - ago
+    ms = parse_ms(text)
+    if ms is None:
+        raise ConfigError(
+            "--since/--until",
+            "is not an ISO 8601 time or a duration",
+            value=text,
+            hint="e.g. 2026-12-03T09:00:00Z or 2h",
+        )
+    return ms / 1000
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"

@@ -222,8 +222,6 @@ class Service:
             )
             try:
                 report = await buffer.maintain()
-                if report.events_purged:
-                    await buffer.checkpoint()
             except StorageError as exc:
                 telemetry.maintenance_failed(str(exc))
                 continue

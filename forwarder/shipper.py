@@ -72,6 +72,7 @@ class Shipper:
         self._stopping = asyncio.Event()
         self._saved = stream.position
         self._replays_checked = 0.0
+        self._error_saved_at = 0.0
 
     def stop(self) -> None:
         self._stopping.set()
@@ -199,7 +200,6 @@ class Shipper:
                         part = []
                 elif isinstance(outcome, Pause):
                     telemetry.output_paused(self.log, self.name, outcome.reason, self.delivery.pause_probe_interval)
-                    self.status.paused = outcome.reason
                     if not await self._sleep(self.delivery.pause_probe_interval):
                         return None
                 else:
@@ -224,12 +224,27 @@ class Shipper:
             self.log.exception("output raised instead of returning an outcome; retrying the batch")
             outcome = Retry(f"internal error in output: {exc.__class__.__name__}: {exc}")
         if not isinstance(outcome, Delivered):
-            reason = getattr(outcome, "reason", "")
-            self.status.last_error, self.status.last_error_at = reason, time.time()
+            await self._note_error(outcome.reason, paused=isinstance(outcome, Pause))
         elif self.status.paused is not None:
             telemetry.output_resumed(self.log, self.name)
             self.status.paused = None
+            await self._persist_error(None, paused=False)
         return outcome
+
+    async def _note_error(self, reason: str, *, paused: bool) -> None:
+        """Remember the failure in memory, and on disk for ``status`` when it changed or a minute passed."""
+        now = time.time()
+        changed = reason != self.status.last_error or paused != (self.status.paused is not None)
+        self.status.last_error, self.status.last_error_at = reason, now
+        if paused:
+            self.status.paused = reason
+        if changed or now - self._error_saved_at >= 60.0:
+            await self._persist_error(reason, paused=paused)
+
+    async def _persist_error(self, reason: str | None, *, paused: bool) -> None:
+        self._error_saved_at = time.time()
+        with contextlib.suppress(StorageError):  # the status line is not worth failing delivery over
+            await self.buffer.note_error(self.name, reason, paused=paused)
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep unless stopped; False means "stopping, give up this batch for now"."""
@@ -251,6 +266,18 @@ class Shipper:
         return DeadLetter(record=record, reason=reason, attempts=attempts, message=message.body)
 
     async def _advance(self, position: Position, *, delivered: int, dead: Sequence[DeadLetter]) -> None:
-        await self.buffer.advance(self.name, position, delivered=delivered, dead=dead)
+        """Save progress once the destination has the batch. A failed save (disk full) is retried by
+        itself rather than re-sending the batch: draining must go on while deliveries are refused."""
+        attempt = 0
+        while True:
+            try:
+                await self.buffer.advance(self.name, position, delivered=delivered, dead=dead)
+                break
+            except StorageError as exc:
+                attempt += 1
+                delay = self.backoff.delay(attempt)
+                telemetry.buffer_error(self.log, self.name, str(exc), delay)
+                if not await self._sleep(delay):
+                    raise  # stopping: the batch is sent again after the restart, with the same ids
         self._saved = position
         self.status.position = position

@@ -111,6 +111,14 @@ def output_resumed(log: logging.Logger, output: str) -> None:
     log.info("output accepts records again", extra={"output": output})
 
 
+def hec_ack_unavailable(log: logging.Logger, output: str, what: str) -> None:
+    log.warning(
+        "indexer acknowledgement is on but Splunk gives none, so a success means only received, not "
+        "indexed; turn on useACK for the HEC token, or set ack = false (Splunk Cloud: Firehose only)",
+        extra={"output": output, "reason": what},
+    )
+
+
 def buffer_error(log: logging.Logger, output: str, reason: str, delay: float) -> None:
     log.error(
         "buffer read or cursor update failed; retrying",

@@ -8,7 +8,8 @@ copy, an overwritten page — is another matter: refusing to start would stop al
 So at start (``[buffer] integrity_check``, ``quick`` by default) the file is checked; if it is
 damaged, the daemon
 1. moves the damaged files (database, WAL, shared memory) into ``damaged-<time>/`` beside it,
-   untouched, for later forensics;
+   untouched, for later forensics (reading happens on a copy, padded back to its header's size
+   when the file was truncated);
 2. copies every row it can still read into a fresh database — events one id at a time when a
    table scan fails part-way — and keeps the id sequence, so new events never reuse an old id;
 3. restores each output's cursor, or, where the cursor itself is unreadable, starts the output at
@@ -99,7 +100,8 @@ def _salvage(path: Path, outputs: Sequence[str], reason: str, connect: Connect) 
         source = path.with_name(path.name + suffix)
         if source.exists():
             shutil.move(str(source), str(moved_to / source.name))
-    damaged = _open_damaged(moved_to / path.name)
+    work = moved_to / "work"
+    damaged = _open_damaged(_readable_copy(moved_to / path.name, work))
     fresh = connect(path, new=True)
     unreadable: dict[str, int] = {}
     try:
@@ -118,7 +120,9 @@ def _salvage(path: Path, outputs: Sequence[str], reason: str, connect: Connect) 
         for name in outputs:
             event_id, index, delivered = cursors.get(name, (oldest, 0, 0))
             fresh.execute(
-                "INSERT OR REPLACE INTO cursors VALUES (?, ?, ?, ?, ?)", (name, event_id, index, delivered, now)
+                "INSERT OR REPLACE INTO cursors(output, event_id, record_index, delivered, updated_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (name, event_id, index, delivered, now),
             )
         if highest:
             fresh.execute("DELETE FROM sqlite_sequence WHERE name = 'events'")
@@ -128,6 +132,7 @@ def _salvage(path: Path, outputs: Sequence[str], reason: str, connect: Connect) 
         fresh.close()
         if damaged is not None:
             damaged.close()
+        shutil.rmtree(work, ignore_errors=True)
     floor = min((c[0] for c in cursors.values()), default=min(salvaged, default=highest + 1))
     missing = [i for i in range(floor, highest + 1) if i not in salvaged]
     lost_by_output = {
@@ -136,6 +141,26 @@ def _salvage(path: Path, outputs: Sequence[str], reason: str, connect: Connect) 
         if any(i >= cursors.get(name, (oldest, 0, 0))[0] for i in missing)
     }
     return SalvageReport(reason, moved_to, len(salvaged), tuple(_ranges(missing)), lost_by_output, unreadable, reset)
+
+
+def _readable_copy(original: Path, work: Path) -> Path:
+    """A copy to read from, padded back to the size its header claims: SQLite refuses every query
+    on a file shorter than that, while the padded copy yields every row on the surviving pages."""
+    work.mkdir(exist_ok=True)
+    copy = work / original.name
+    shutil.copyfile(original, copy)
+    wal = original.with_name(original.name + "-wal")
+    if wal.exists():
+        shutil.copyfile(wal, work / wal.name)
+    with copy.open("r+b") as fh:
+        header = fh.read(100)
+        if len(header) == 100 and header.startswith(b"SQLite format 3\0"):
+            page_size = int.from_bytes(header[16:18], "big")
+            page_size = 65536 if page_size == 1 else page_size
+            claimed = int.from_bytes(header[28:32], "big") * page_size
+            if claimed > copy.stat().st_size:
+                fh.truncate(claimed)  # extends with zero bytes
+    return copy
 
 
 def _open_damaged(path: Path) -> sqlite3.Connection | None:
@@ -160,9 +185,9 @@ def _copy_table(src: sqlite3.Connection | None, dst: sqlite3.Connection, table: 
     wanted = [r[1] for r in dst.execute(f"PRAGMA table_info({table})")]
     shared = [c for c in columns if c in wanted]
     names = ", ".join(shared)
-    insert = f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({', '.join('?' * len(shared))})"  # noqa: S608
+    insert = f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({', '.join('?' * len(shared))})"
     try:
-        for row in src.execute(f"SELECT {names} FROM {table}"):  # noqa: S608 - names come from the schema
+        for row in src.execute(f"SELECT {names} FROM {table}"):
             dst.execute(insert, row)
         return 0
     except sqlite3.DatabaseError:
@@ -172,7 +197,7 @@ def _copy_table(src: sqlite3.Connection | None, dst: sqlite3.Connection, table: 
     lost = 0
     for rowid in _id_range(src, table):
         try:
-            row = src.execute(f"SELECT {names} FROM {table} WHERE id = ?", (rowid,)).fetchone()  # noqa: S608
+            row = src.execute(f"SELECT {names} FROM {table} WHERE id = ?", (rowid,)).fetchone()
         except sqlite3.DatabaseError:
             lost += 1
             continue
@@ -200,7 +225,7 @@ def _copy_events(
     highest = max((c[0] - 1 for c in cursors.values()), default=0)
     if src is None:
         return salvaged, highest
-    insert = f"INSERT OR IGNORE INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+    insert = f"INSERT OR IGNORE INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
     for query in ("SELECT seq FROM sqlite_sequence WHERE name = 'events'", "SELECT MAX(id) FROM events"):
         with contextlib.suppress(sqlite3.DatabaseError):
             row = src.execute(query).fetchone()
@@ -208,7 +233,7 @@ def _copy_events(
                 highest = max(highest, int(row[0]))
     last = 0
     try:
-        for row in src.execute(f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY id"):  # noqa: S608
+        for row in src.execute(f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY id"):
             dst.execute(insert, row)
             salvaged.add(row[0])
             last = row[0]
@@ -217,7 +242,7 @@ def _copy_events(
         pass
     for event_id in range(last + 1, highest + 1):
         try:
-            row = src.execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,)).fetchone()  # noqa: S608
+            row = src.execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,)).fetchone()
         except sqlite3.DatabaseError:
             continue
         if row is not None:
@@ -228,7 +253,7 @@ def _copy_events(
 
 def _id_range(src: sqlite3.Connection, table: str) -> Iterator[int]:
     top = 0
-    for query in (f"SELECT seq FROM sqlite_sequence WHERE name = '{table}'", f"SELECT MAX(id) FROM {table}"):  # noqa: S608
+    for query in (f"SELECT seq FROM sqlite_sequence WHERE name = '{table}'", f"SELECT MAX(id) FROM {table}"):
         with contextlib.suppress(sqlite3.DatabaseError):
             row = src.execute(query).fetchone()
             if row and row[0]:

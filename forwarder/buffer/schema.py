@@ -52,7 +52,10 @@ CREATE TABLE IF NOT EXISTS cursors (
     event_id     INTEGER NOT NULL,
     record_index INTEGER NOT NULL,
     delivered    INTEGER NOT NULL DEFAULT 0,
-    updated_at   REAL    NOT NULL
+    updated_at   REAL    NOT NULL,
+    last_error   TEXT,
+    last_error_at REAL,
+    paused       TEXT
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -94,5 +97,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE dead_letters ADD COLUMN severity TEXT",
         "ALTER TABLE dead_letters ADD COLUMN action TEXT NOT NULL DEFAULT 'introduced'",
         "ALTER TABLE dead_letters ADD COLUMN document BLOB",
+        # the last failure per output, for `snyk-forwarder status` from another process
+        "ALTER TABLE cursors ADD COLUMN last_error TEXT",
+        "ALTER TABLE cursors ADD COLUMN last_error_at REAL",
+        "ALTER TABLE cursors ADD COLUMN paused TEXT",
     ),
 }

@@ -43,6 +43,16 @@ class Reserve:
             raise
         return True
 
+    def recover(self) -> bool:
+        """After a full disk: allocate the reserve again only if that still leaves as much free,
+        so accepting deliveries again does not immediately fill the disk once more."""
+        if self.size <= 0:
+            return True
+        stats = os.statvfs(self.path.parent)
+        if stats.f_bavail * stats.f_frsize < 2 * self.size:
+            return False
+        return self.ensure()
+
     def release(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()

@@ -50,7 +50,7 @@ class Harness:
 
     def count(self, table: str = "events") -> int:
         with contextlib.closing(sqlite3.connect(self.buffer.path)) as conn:
-            return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608
+            return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
 
 def _app(buffer: SqliteBuffer, listen: ListenConfig, store: object = None) -> httpx.AsyncClient:

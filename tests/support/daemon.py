@@ -45,7 +45,9 @@ class LocalCA:
         server.private_key_pem.write_to_path(str(self.key_file))
 
 
-def config_text(state: Path, ca: LocalCA, outputs: str, *, listen_extra: str = "", extra: str = "") -> str:
+def config_text(
+    state: Path, ca: LocalCA, outputs: str, *, listen_extra: str = "", extra: str = "", buffer_extra: str = ""
+) -> str:
     return f"""
 [listen]
 address = "127.0.0.1"
@@ -63,6 +65,7 @@ directory = "{state}"
 
 [buffer]
 maintenance_interval = "1s"
+{buffer_extra}
 
 [service]
 shutdown_timeout = "3s"
@@ -75,7 +78,11 @@ log_level = "debug"
 
 
 class Daemon:
-    def __init__(self, workdir: Path, config: str, *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, config: str, *, env: dict[str, str] | None = None, wrap: list[str] | None = None
+    ) -> None:
+        """``wrap`` prefixes the command (e.g. to run the daemon inside a mount namespace)."""
+        self.wrap = wrap or []
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = workdir / "config.toml"
@@ -95,7 +102,7 @@ class Daemon:
         self.runs += 1
         with self.log_path.open("wb") as log, (self.workdir / f"stdout-{self.runs}.txt").open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "forwarder", "serve", "--config", str(self.config_path)],
+                [*self.wrap, sys.executable, "-m", "forwarder", "serve", "--config", str(self.config_path)],
                 stdout=out,
                 stderr=log,
                 cwd=self.workdir,
