@@ -19,7 +19,7 @@ import uuid
 from importlib import resources
 from pathlib import Path
 
-from forwarder import __version__
+from forwarder import __version__, cli_snyk
 from forwarder.config import Config, load_config
 from forwarder.config.embedded import embedded_config
 from forwarder.errors import ConfigError, ForwarderError
@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("--config", type=Path, help="TOML configuration file (default: the built-in one)")
+    check.add_argument("--probe", action="store_true", help="also try to reach every output (health checks)")
     check.set_defaults(handler=_check_config)
 
     send = sub.add_parser("send-test", help="POST a signed sample Snyk event to a running forwarder")
@@ -97,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     flatten.add_argument("--summary", action="store_true", help="also print the snapshot summary record")
     flatten.add_argument("--timestamp", help="X-Snyk-Timestamp to assume (default: now)")
     flatten.set_defaults(handler=_flatten)
+    cli_snyk.register(sub)
     return parser
 
 
@@ -113,7 +115,7 @@ def _serve(args: argparse.Namespace) -> int:
     def ready(svc: service.Service) -> None:
         _print_banner(svc, args.config)
 
-    return service.run(config, on_ready=ready)
+    return service.run(config, reload_config=lambda: _load(args.config), on_ready=ready)
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -123,14 +125,23 @@ def _check_config(args: argparse.Namespace) -> int:
         f"{config.source}: OK — listen {config.listen.address}:{config.listen.port}{config.listen.path}, "
         f"{len(config.webhook.secrets)} webhook secret(s), state in {config.state_dir}, outputs: {outputs}"
     )
-    return 0
+    if not args.probe:
+        return 0
+    import asyncio
+
+    from forwarder.probe import probe_outputs
+
+    results = asyncio.run(probe_outputs(config.outputs))
+    for name, problem in results.items():
+        print(f"  output {name}: {'reachable' if problem is None else 'FAILED — ' + problem}")
+    return 0 if all(problem is None for problem in results.values()) else 1
 
 
 def _send_test(args: argparse.Namespace) -> int:
     import httpx
 
+    from forwarder.listener import tls_files
     from forwarder.receiver.verify import signature
-    from forwarder.service import tls_files
 
     config = _load(args.config)
     if args.file is not None:
@@ -149,7 +160,7 @@ def _send_test(args: argparse.Namespace) -> int:
     cafile = args.cacert
     if cafile is None and listen.tls_self_signed:
         files = tls_files(config)
-        cafile = files[2] if files else None
+        cafile = files.ca if files else None
     if args.insecure:
         verify = False
     elif cafile is not None:
@@ -185,6 +196,8 @@ def _print_banner(svc: object, config_path: Path | None) -> None:
     if svc.endpoint.ca_file:
         lines.append(f"  TLS:      self-signed; CA for clients: {svc.endpoint.ca_file}")
     lines.append(f"  buffer:   {config.state_dir / 'buffer.db'}")
+    if svc.admin_port is not None:
+        lines.append(f"  admin:    http://{config.admin.address}:{svc.admin_port}/metrics (/healthz, /readyz)")
     for oc in config.outputs:
         where = (
             getattr(oc.settings, "path", None)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import orjson
 
+from forwarder import telemetry
 from forwarder.buffer.sqlite import BufferReader, Replay
 from forwarder.config.model import DeliveryConfig
 from forwarder.flatten import Snapshot
@@ -37,9 +38,11 @@ class RecordStream:
         *,
         summary: bool,
         budget: Budget | None = None,
+        name: str = "",
         read_ahead_events: int = 256,
         read_ahead_bytes: int = 8 << 20,
     ) -> None:
+        self.name = name
         self._reader = reader
         self.position = start
         self._delivery = delivery
@@ -96,6 +99,7 @@ class RecordStream:
         body, shaped = fitted
         if shaped is not record:
             self.shortened += 1
+            telemetry.record_shortened(log, self.name, record.id, shaped.document["snyk"]["shortened_fields"])
         return Message(shaped, body)
 
     async def _current(self) -> Snapshot | None:

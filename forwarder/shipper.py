@@ -70,13 +70,19 @@ class Shipper:
         self.log = logging.getLogger(f"forwarder.shipper.{self.name}")
         self._wake = buffer.subscribe()
         self._stopping = asyncio.Event()
+        self._interrupt = asyncio.Event()
         self._saved = stream.position
         self._replays_checked = 0.0
         self._error_saved_at = 0.0
 
     def stop(self) -> None:
         self._stopping.set()
+        self._interrupt.set()
         self._wake.set()
+
+    def wake(self) -> None:
+        """Cut a backoff or pause short and try again now (after a reload fixed the configuration)."""
+        self._interrupt.set()
 
     @property
     def stopping(self) -> bool:
@@ -156,6 +162,7 @@ class Shipper:
                 return batch  # only filtered-out records so far: let run() save the position
             else:
                 await self._wait(IDLE_POLL)
+                return batch  # idle: let run() look for replays before waiting again
         return batch
 
     async def _wait(self, timeout: float) -> None:
@@ -247,10 +254,13 @@ class Shipper:
             await self.buffer.note_error(self.name, reason, paused=paused)
 
     async def _sleep(self, seconds: float) -> bool:
-        """Sleep unless stopped; False means "stopping, give up this batch for now"."""
+        """Sleep unless stopped or woken; False means "stopping, give up this batch for now"."""
+        self._interrupt.clear()
+        if self.stopping:
+            return False
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
-                await self._stopping.wait()
+                await self._interrupt.wait()
         return not self.stopping
 
     def _delivered(self, part: Sequence[Message]) -> None:

@@ -1,4 +1,5 @@
-"""Everything the daemon reports about itself, named once.
+"""Everything the daemon reports about itself, named once: one function per happening, which
+logs one fixed sentence with fixed fields and moves its Prometheus counter (:mod:`.metrics`).
 
 Call sites call these functions; nobody writes ad-hoc log text elsewhere, so every sentence and
 field name is greppable here and stays stable for the operators' log searches. Secrets, signature
@@ -10,6 +11,8 @@ from __future__ import annotations
 import logging
 import time
 
+from forwarder import metrics
+
 receiver_log = logging.getLogger("forwarder.receiver")
 service_log = logging.getLogger("forwarder.service")
 
@@ -17,7 +20,12 @@ service_log = logging.getLogger("forwarder.service")
 # --- receiver --------------------------------------------------------------------------------------------
 
 
+def webhook_answered(status: int) -> None:
+    metrics.REQUESTS.labels(str(status)).inc()
+
+
 def webhook_stored(event_id: int | None, event_name: str, size: int, transport_id: str | None) -> None:
+    metrics.EVENTS.labels("stored").inc()
     receiver_log.debug(
         "webhook stored",
         extra={"event_id": event_id, "event": event_name, "bytes": size, "transport_id": transport_id},
@@ -25,6 +33,7 @@ def webhook_stored(event_id: int | None, event_name: str, size: int, transport_i
 
 
 def webhook_duplicate(event_id: int | None, transport_id: str | None) -> None:
+    metrics.EVENTS.labels("duplicate").inc()
     receiver_log.info(
         "webhook already stored; acknowledged without storing again",
         extra={"event_id": event_id, "transport_id": transport_id},
@@ -32,6 +41,7 @@ def webhook_duplicate(event_id: int | None, transport_id: str | None) -> None:
 
 
 def webhook_ping(webhook_id: str | None, secret_index: int) -> None:
+    metrics.EVENTS.labels("ping").inc()
     receiver_log.info(
         "ping received: Snyk can reach this forwarder and the secret matches",
         extra={"webhook_id": webhook_id, "secret": secret_index + 1},
@@ -39,6 +49,7 @@ def webhook_ping(webhook_id: str | None, secret_index: int) -> None:
 
 
 def webhook_quarantined(event_name: str, version: str | None, event_id: int | None) -> None:
+    metrics.EVENTS.labels("quarantined").inc()
     receiver_log.warning(
         "unknown Snyk event kept raw in quarantine, not forwarded; upgrade snyk-forwarder "
         "if Snyk has introduced a new event or payload version",
@@ -55,6 +66,8 @@ def webhook_rejected(
     transport_id: str | None,
     event_name: str | None,
 ) -> None:
+    if code == "bad_signature":
+        metrics.SIGNATURE_FAILURES.inc()
     level = logging.WARNING if status < 500 else logging.ERROR
     receiver_log.log(
         level,
@@ -74,12 +87,14 @@ def webhook_rejected(
 
 
 def batch_delivered(log: logging.Logger, output: str, records: int) -> None:
+    metrics.RECORDS_DELIVERED.labels(output).inc(records)
     log.debug("batch delivered", extra={"output": output, "records": records})
 
 
 def batch_retry_scheduled(
     log: logging.Logger, output: str, reason: str, attempt: int, delay: float, records: int
 ) -> None:
+    metrics.DELIVERY_FAILURES.labels(output, "retry").inc()
     log.warning(
         "delivery failed; will retry the same batch",
         extra={
@@ -93,6 +108,7 @@ def batch_retry_scheduled(
 
 
 def record_dead_lettered(log: logging.Logger, output: str, record_id: str, reason: str, attempts: int) -> None:
+    metrics.RECORDS_DEAD.labels(output).inc()
     log.error(
         "record refused for good; moved to the dead-letter store (see `snyk-forwarder status`)",
         extra={"output": output, "record_id": record_id, "reason": reason, "attempts": attempts},
@@ -100,6 +116,7 @@ def record_dead_lettered(log: logging.Logger, output: str, record_id: str, reaso
 
 
 def output_paused(log: logging.Logger, output: str, reason: str, probe_interval: float) -> None:
+    metrics.DELIVERY_FAILURES.labels(output, "paused").inc()
     log.error(
         "output refused our configuration; records are kept and the output is paused — fix the "
         "output's settings and reload",
@@ -117,6 +134,20 @@ def hec_ack_unavailable(log: logging.Logger, output: str, what: str) -> None:
         "indexed; turn on useACK for the HEC token, or set ack = false (Splunk Cloud: Firehose only)",
         extra={"output": output, "reason": what},
     )
+
+
+def record_shortened(log: logging.Logger, output: str, record_id: str, fields: list[str]) -> None:
+    metrics.RECORDS_SHORTENED.labels(output).inc()
+    log.debug(
+        "record shortened to fit the output's size limit",
+        extra={"output": output, "record_id": record_id, "fields": fields},
+    )
+
+
+def buffer_committed(seconds: float, operations: int) -> None:
+    """Called on the buffer's writer thread after each group commit (prometheus-client is thread-safe)."""
+    metrics.COMMIT_SECONDS.observe(seconds)
+    metrics.COMMIT_OPERATIONS.observe(operations)
 
 
 def buffer_error(log: logging.Logger, output: str, reason: str, delay: float) -> None:
@@ -171,6 +202,32 @@ def shippers_unfinished(outputs: list[str]) -> None:
     service_log.warning(
         "shutdown grace period over; unsent records stay buffered for the next start",
         extra={"outputs": outputs},
+    )
+
+
+def reloaded(changes: list[str]) -> None:
+    service_log.info("configuration reloaded", extra={"changes": changes})
+
+
+def reload_failed(reason: str) -> None:
+    service_log.error(
+        "configuration reload failed; the previous configuration stays in force", extra={"reason": reason}
+    )
+
+
+def reload_needs_restart(keys: list[str]) -> None:
+    service_log.warning("some changed settings only take effect after a restart", extra={"keys": keys})
+
+
+def probe_result(output: str, ok: bool, detail: str) -> None:
+    service_log.log(
+        logging.INFO if ok else logging.ERROR, "output probe", extra={"output": output, "ok": ok, "detail": detail}
+    )
+
+
+def admin_listening(address: str, port: int) -> None:
+    service_log.info(
+        "admin endpoints listening (/healthz, /readyz, /metrics)", extra={"address": address, "port": port}
     )
 
 

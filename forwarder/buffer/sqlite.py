@@ -141,6 +141,7 @@ class SqliteBuffer:
         self._outputs = tuple(outputs)
         self._subscribers: list[asyncio.Event] = []
         self._reserve = Reserve(path.parent, limits.reserve_bytes)
+        self._stats: sqlite3.Connection | None = None
 
     @classmethod
     def open(
@@ -229,6 +230,44 @@ class SqliteBuffer:
                 event.set()
         return result
 
+    @property
+    def writer_alive(self) -> bool:
+        return self._writer.alive
+
+    async def set_outputs(self, outputs: Sequence[str]) -> None:
+        """After a reload: cursors for new outputs (starting at the next event), and retention
+        that only waits for the outputs now configured."""
+        names = tuple(outputs)
+
+        def op(conn: sqlite3.Connection) -> None:
+            next_id, now = _next_event_id(conn), time.time()
+            conn.executemany(
+                "INSERT OR IGNORE INTO cursors(output, event_id, record_index, delivered, updated_at) "
+                "VALUES (?, ?, 0, 0, ?)",
+                [(name, next_id, now) for name in names],
+            )
+
+        await self._writer.submit(op)
+        self._outputs = names
+
+    def pending_by_output(self, positions: dict[str, Position | None]) -> dict[str, tuple[int, float | None]]:
+        """(events not yet fully delivered, receive time of the oldest) per output — for metrics,
+        from a connection of its own so a scrape never waits for the writer."""
+        if self._stats is None:
+            self._stats = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
+        result: dict[str, tuple[int, float | None]] = {}
+        for name, position in positions.items():
+            if position is None:
+                continue
+            try:
+                count, oldest = self._stats.execute(
+                    "SELECT COUNT(*), MIN(received_at) FROM events WHERE id >= ?", (position.event_id,)
+                ).fetchone()
+            except sqlite3.Error:
+                continue
+            result[name] = (count, oldest)
+        return result
+
     def subscribe(self) -> asyncio.Event:
         """An event set whenever new deliveries are committed (shippers wait on it when idle)."""
         event = asyncio.Event()
@@ -312,6 +351,8 @@ class SqliteBuffer:
     async def close(self) -> None:
         await asyncio.to_thread(self._writer.close)
         self._conn.close()
+        if self._stats is not None:
+            self._stats.close()
 
     # --- space ---------------------------------------------------------------------------------------
 

@@ -91,6 +91,10 @@ class GroupCommitter:
         self._queue.put((op, future, transactional))
         return future
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and not self._closed
+
     def close(self, timeout: float = 30.0) -> None:
         """Finish what is queued, then stop the thread. Safe to call twice."""
         if self._closed:

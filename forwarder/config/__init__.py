@@ -15,6 +15,7 @@ from pathlib import Path
 from forwarder.config.model import (
     ACTIONS,
     SEVERITIES,
+    AdminConfig,
     BufferConfig,
     Config,
     DeliveryConfig,
@@ -65,6 +66,7 @@ def parse_config(text: str, *, base_dir: Path, source: str = "<string>") -> Conf
         records=_records(root.table("records")),
         service=_service(root.table("service")),
         outputs=_outputs(root.table("outputs", required=True)),
+        admin=_admin(root.table("admin")),
         source=source,
     )
     root.finish()
@@ -185,6 +187,17 @@ def _service(t: Table) -> ServiceConfig:
     cfg = ServiceConfig(
         shutdown_timeout=t.duration("shutdown_timeout", d.shutdown_timeout),
         log_level=t.string("log_level", d.log_level, choices=_LOG_LEVELS),
+    )
+    t.finish()
+    return cfg
+
+
+def _admin(t: Table) -> AdminConfig:
+    d = AdminConfig()
+    cfg = AdminConfig(
+        enabled=t.boolean("enabled", d.enabled),
+        address=t.string("address", d.address),
+        port=t.integer("port", d.port, minimum=0, maximum=65535),
     )
     t.finish()
     return cfg

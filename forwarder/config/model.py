@@ -85,6 +85,16 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """The operator listener (/healthz, /readyz, /metrics): plain HTTP, loopback by default, and a
+    separate port, so monitoring never shares the public webhook port."""
+
+    enabled: bool = True
+    address: str = "127.0.0.1"
+    port: int = 9600
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryConfig:
     """What every output shares: which records, how many per batch, how to retry."""
 
@@ -125,6 +135,7 @@ class Config:
     records: RecordsConfig
     service: ServiceConfig
     outputs: tuple[OutputConfig, ...]
+    admin: AdminConfig = AdminConfig()
     source: str = "<embedded default>"
 
     @property

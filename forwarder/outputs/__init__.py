@@ -6,12 +6,14 @@ checks each entry against :class:`~forwarder.outputs.base.OutputType`.
 
 from __future__ import annotations
 
-from forwarder.outputs import file, syslog
+from forwarder.outputs import file, rapid7, splunk_hec, syslog
 from forwarder.outputs.base import Output, OutputType
 
 OUTPUT_TYPES: dict[str, OutputType] = {
     "file": file.TYPE,
     "syslog": syslog.TYPE,
+    "splunk_hec": splunk_hec.TYPE,
+    "rapid7": rapid7.TYPE,
 }
 
 __all__ = ["OUTPUT_TYPES", "Output", "OutputType"]

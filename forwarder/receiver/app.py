@@ -74,11 +74,17 @@ class WebhookEndpoint:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._admission = admission
-        self._verifier = verifier
+        self.verifier = verifier
         self._store = store
         self._listen = listen
         self._budget = MemoryBudget(listen.max_inflight_body_bytes)
         self._clock = clock
+
+    def update_limits(self, listen: ListenConfig) -> None:
+        """New body limits from a reload; requests already reading keep the ones they started with."""
+        self._listen = listen
+        if listen.max_inflight_body_bytes != self._budget.limit:
+            self._budget = MemoryBudget(listen.max_inflight_body_bytes)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         signature: bytes | None = None
@@ -137,7 +143,7 @@ class WebhookEndpoint:
         transport_id: str | None,
         timestamp: str | None,
     ) -> tuple[int, dict[str, Any]]:
-        secret_index = self._verifier.match(signature, body)
+        secret_index = self.verifier.match(signature, body)
         if secret_index is None:
             raise BadSignature(
                 "X-Hub-Signature is missing or does not match the body. Check that the webhook's secret in Snyk "
@@ -198,6 +204,7 @@ class WebhookEndpoint:
 async def _respond(
     send: Any, status: int, answer: dict[str, Any], extra: list[tuple[bytes, bytes]] | None = None
 ) -> None:
+    telemetry.webhook_answered(status)
     body = orjson.dumps(answer)
     headers = [_JSON, (b"content-length", str(len(body)).encode()), *(extra or ())]
     await send({"type": "http.response.start", "status": status, "headers": headers})

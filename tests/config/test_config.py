@@ -46,6 +46,10 @@ def test_minimal_config_gets_the_documented_defaults(tmp_path: Path) -> None:
 
 def test_the_shipped_configs_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SNYK_WEBHOOK_SECRET", "example-secret-from-env")
+    credentials = tmp_path / "credentials"  # what systemd's LoadCredential= provides (config/systemd.toml)
+    credentials.mkdir()
+    (credentials / "webhook-secret").write_text("example-secret-from-systemd\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
     monkeypatch.chdir(tmp_path)
     assert (REPO / "config" / "quickstart.toml").read_text() == TEXT
     (tmp_path / "tls").mkdir()

@@ -170,6 +170,8 @@ tls_self_signed = true
 directory = "{workdir / "state"}"
 [webhook]
 secret = {{ file = "{workdir / "state" / "webhook-secret"}", generate = true }}
+[admin]
+port = 0
 {file_output(out)}
 """
     with running(workdir, config) as daemon:

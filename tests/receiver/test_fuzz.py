@@ -25,9 +25,20 @@ PATH = "/webhooks/snyk"
 LIMIT = 16 * 1024
 
 header_names = st.sampled_from(
-    ["X-Hub-Signature", "x-hub-signature", "X-Snyk-Event", "X-Snyk-Transport-ID", "X-Snyk-Timestamp",
-     "Content-Type", "Content-Encoding", "Transfer-Encoding", "User-Agent", "X-Forwarded-For", "Accept"]
-)  # fmt: skip
+    [
+        "X-Hub-Signature",
+        "x-hub-signature",
+        "X-Snyk-Event",
+        "X-Snyk-Transport-ID",
+        "X-Snyk-Timestamp",
+        "Content-Type",
+        "Content-Encoding",
+        "Transfer-Encoding",
+        "User-Agent",
+        "X-Forwarded-For",
+        "Accept",
+    ]
+)
 header_values = st.one_of(
     st.sampled_from(
         ["project_snapshot/v0", "ping/v0", "project_snapshot/v1", "", "sha256=", "gzip", "application/json"]
@@ -71,8 +82,9 @@ def harness(tmp_path: Path) -> Iterator[tuple[asyncio.AbstractEventLoop, httpx.A
     async def setup() -> tuple[httpx.AsyncClient, SqliteBuffer]:
         buffer = SqliteBuffer.open(tmp_path, outputs=["local"], dedup_bodies=False)
         listen = replace(ListenConfig(), max_body_bytes=LIMIT, max_inflight_body_bytes=LIMIT * 4, body_timeout=5.0)
-        endpoint = WebhookEndpoint(verifier=Verifier([SECRET]), store=buffer.append, listen=listen,
-                                   admission=buffer.admission)  # fmt: skip
+        endpoint = WebhookEndpoint(
+            verifier=Verifier([SECRET]), store=buffer.append, listen=listen, admission=buffer.admission
+        )
         transport = httpx.ASGITransport(app=build_app(endpoint, PATH), raise_app_exceptions=True)
         return httpx.AsyncClient(transport=transport, base_url="https://testserver"), buffer
 
@@ -90,8 +102,12 @@ def test_ten_thousand_fuzzed_requests(tmp_path: Path) -> None:
     signed: set[bytes] = set()
     with harness(tmp_path) as (loop, client, buffer):
 
-        @settings(max_examples=10_000, deadline=None, database=None,
-                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+        @settings(
+            max_examples=10_000,
+            deadline=None,
+            database=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        )
         @given(requests())
         def one(request: tuple[str, bytes, list[tuple[str, str]], bool]) -> None:
             method, body, headers, valid = request

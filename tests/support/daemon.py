@@ -71,6 +71,10 @@ maintenance_interval = "1s"
 shutdown_timeout = "3s"
 log_level = "debug"
 
+[admin]
+address = "127.0.0.1"
+port = 0
+
 {extra}
 
 {outputs}
@@ -90,6 +94,7 @@ class Daemon:
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.admin_port: int | None = None
         self.url = ""
         self.runs = 0
         self.ca_file: Path | None = None
@@ -110,10 +115,13 @@ class Daemon:
             )
         deadline = time.monotonic() + timeout
         for _ in range(int(timeout / 0.01) + 1):
-            listening = [e for e in self.logs() if e.get("message") == "listening for Snyk webhooks"]
+            entries = self.logs()
+            listening = [e for e in entries if e.get("message") == "listening for Snyk webhooks"]
             if listening:
                 self.port = int(listening[-1]["port"])
                 self.url = listening[-1]["url"]
+                admin = [e for e in entries if str(e.get("message", "")).startswith("admin endpoints listening")]
+                self.admin_port = int(admin[-1]["port"]) if admin else None
                 break
             if self.proc.poll() is not None:
                 raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
