@@ -1,0 +1,457 @@
+"""Shipping throughput of the Splunk HEC output: records/s from a pre-filled buffer, with gzip.
+
+The real pipeline runs in this process — ``SqliteBuffer`` → ``RecordStream`` (parse, flatten,
+format, fit) → ``Shipper`` → ``HecOutput`` (envelopes, gzip, HTTPS keep-alive) — on uvloop, as
+the daemon runs it. The receiver is a separate process (``--serve``): a minimal HTTP/1.1 server
+over TLS that gunzips each body and counts events by their ``{"time":`` prefix instead of parsing
+them, so it is not the bottleneck.
+
+The buffer is filled before the clock starts (snapshots of realistic issues: the shape of
+``forwarder/samples/snapshot_small.json`` with varied ids, packages, CVEs, severities and
+300–1,500-character descriptions, so gzip sees text, not repetition). Then:
+
+1. **measured run** — one shipper drains every record; records/s = records ÷ wall time from the
+   shipper's start to the last delivery; the receiver's count must equal the records sent;
+2. **profiled run** — a second output drains the same records with timers around each stage
+   (buffer read, JSON parse, flatten, format, fit/budget, envelope encode, gzip, HTTP round trip),
+   to show where the time goes. Timers cost a little; the headline figure is from run 1.
+
+Run: ``.venv/bin/python bench/ship_hec.py`` (``--records 20000`` for a quicker run, ``--help``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import random
+import resource
+import ssl
+import sys
+import tempfile
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import orjson
+import trustme
+
+from forwarder.buffer import SqliteBuffer
+from forwarder.config.model import DeliveryConfig
+from forwarder.config.reader import Table
+from forwarder.flatten import Snapshot
+from forwarder.formats import build_formatter
+from forwarder.outputs import splunk_hec
+from forwarder.outputs.splunk_hec import client as hec_client
+from forwarder.outputs.splunk_hec.config import parse
+from forwarder.outputs.splunk_hec.encode import HecEncoder
+from forwarder.records import RecordStream
+from forwarder.shipper import Shipper
+from forwarder.types import Webhook
+
+TOKEN = "0b7e5c1a-3f2d-4e6b-8a9c-1d2e3f4a5b6c"
+REPO = Path(__file__).resolve().parents[1]
+WORDS = (
+    "attacker",
+    "crafted",
+    "input",
+    "payload",
+    "prototype",
+    "pollution",
+    "remote",
+    "code",
+    "execution",
+    "denial",
+    "service",
+    "regular",
+    "expression",
+    "backtracking",
+    "path",
+    "traversal",
+    "archive",
+    "entry",
+    "deserialization",
+    "untrusted",
+    "object",
+    "injection",
+    "command",
+    "shell",
+    "argument",
+    "header",
+    "smuggling",
+    "request",
+    "response",
+    "cookie",
+    "session",
+    "fixation",
+    "token",
+    "leak",
+    "buffer",
+    "overflow",
+    "integer",
+    "bounds",
+    "check",
+    "memory",
+    "allocation",
+    "parser",
+    "library",
+    "function",
+    "version",
+    "upgrade",
+    "affected",
+    "vulnerable",
+    "package",
+    "dependency",
+    "transitive",
+    "release",
+    "patch",
+    "fixed",
+    "mitigation",
+    "configuration",
+)
+SEVERITIES = ("low", "medium", "medium", "high", "high", "critical")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# --- the receiver (a separate process) ---------------------------------------------------------------
+
+
+async def _serve(cert: Path, key: Path) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    count = 0
+    requests = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal count, requests
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.split(b"\r\n")
+                path = lines[0].split(b" ")[1]
+                headers = {}
+                for line in lines[1:]:
+                    if b":" in line:
+                        name, value = line.split(b":", 1)
+                        headers[name.strip().lower()] = value.strip()
+                length = int(headers.get(b"content-length", b"0"))
+                body = await reader.readexactly(length) if length else b""
+                if headers.get(b"content-encoding") == b"gzip":
+                    body = zlib.decompress(body, wbits=31)
+                if path.endswith(b"/event"):
+                    count += body.count(b'{"time":')
+                    requests += 1
+                    reply = b'{"text":"Success","code":0}'
+                elif path == b"/count":
+                    reply = b'{"count":%d,"requests":%d}' % (count, requests)
+                else:
+                    reply = b'{"text":"HEC is healthy","code":17}'
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                    % (len(reply), reply)
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, IndexError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    print(json.dumps({"port": port}), flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+def serve_main(cert: Path, key: Path) -> int:
+    loop_factory = None
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(_serve(cert, key))
+    return 0
+
+
+# --- data --------------------------------------------------------------------------------------------
+
+
+def make_issue(rng: random.Random, n: int, template: dict[str, Any]) -> dict[str, Any]:
+    issue: dict[str, Any] = json.loads(json.dumps(template))
+    package = f"{rng.choice(WORDS)}-{rng.choice(WORDS)}-{n % 977}"
+    issue_id = f"SNYK-JS-{package.upper().replace('-', '')}-{7_000_000 + n}"
+    data = issue["issueData"]
+    issue["id"] = data["id"] = issue_id
+    issue["pkgName"] = package
+    issue["pkgVersions"] = [f"{rng.randint(0, 9)}.{rng.randint(0, 30)}.{rng.randint(0, 20)}"]
+    data["title"] = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 5))).title()
+    data["severity"] = rng.choice(SEVERITIES)
+    data["url"] = f"https://security.snyk.io/vuln/{issue_id}"
+    words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(45, 220)))
+    data["description"] = f"## Overview\n[{package}](https://www.npmjs.com/package/{package}) {words}\n"
+    data["identifiers"]["CVE"] = [f"CVE-20{rng.randint(15, 25)}-{rng.randint(1000, 99999)}"]
+    data["cvssScore"] = round(rng.uniform(1.0, 10.0), 1)
+    data["publicationTime"] = f"2025-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}T14:20:03Z"
+    issue["priority"]["score"] = rng.randint(100, 1000)
+    return issue
+
+
+def snapshots(records: int, per_snapshot: int, seed: int = 7) -> list[bytes]:
+    sample = json.loads((REPO / "forwarder" / "samples" / "snapshot_small.json").read_bytes())
+    template = sample["newIssues"][0]
+    rng = random.Random(seed)
+    bodies: list[bytes] = []
+    n = 0
+    while n < records:
+        count = min(per_snapshot, records - n)
+        payload = dict(sample)
+        payload["project"] = dict(sample["project"], name=f"acme/service-{len(bodies) % 40}:package.json")
+        payload["newIssues"] = [make_issue(rng, n + i, template) for i in range(count)]
+        payload["removedIssues"] = []
+        bodies.append(json.dumps(payload, separators=(",", ":")).encode())
+        n += count
+    return bodies
+
+
+async def fill(buffer: SqliteBuffer, bodies: list[bytes]) -> None:
+    for i, body in enumerate(bodies):
+        webhook = Webhook(
+            body=body,
+            body_sha256=hashlib.sha256(body).hexdigest(),
+            event_name="project_snapshot/v0",
+            received_at=time.time(),
+            transport_id=f"bench-{i}",
+            snyk_timestamp="2025-03-14T03:12:45.118Z",
+        )
+        await buffer.append(webhook)
+
+
+# --- timing ------------------------------------------------------------------------------------------
+
+
+class Stages:
+    """Wall time per stage; nested stages are reported on their own (HTTP includes waiting)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+        self._undo: list[Callable[[], None]] = []
+
+    def timed(self, name: str, fn: F) -> F:
+        seconds, calls = self.seconds, self.calls
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                seconds[name] += time.perf_counter() - start
+                calls[name] += 1
+
+        return wrapper  # type: ignore[return-value]
+
+    def timed_async(self, name: str, fn: F) -> F:
+        seconds, calls = self.seconds, self.calls
+
+        @functools.wraps(fn)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                seconds[name] += time.perf_counter() - start
+                calls[name] += 1
+
+        return wrapper  # type: ignore[return-value]
+
+    def patch(self, owner: Any, attribute: str, name: str, *, is_async: bool = False) -> None:
+        original = getattr(owner, attribute)
+        self.replace(owner, attribute, (self.timed_async if is_async else self.timed)(name, original))
+
+    def replace(self, owner: Any, attribute: str, value: Any) -> None:
+        original = getattr(owner, attribute)
+        setattr(owner, attribute, value)
+        self._undo.append(lambda: setattr(owner, attribute, original))
+
+    def restore(self) -> None:
+        for undo in reversed(self._undo):
+            undo()
+        self._undo.clear()
+
+
+class _TimedJson:
+    """Stands in for ``orjson`` inside ``forwarder.records`` to time the payload parse."""
+
+    JSONDecodeError = orjson.JSONDecodeError
+
+    def __init__(self, stages: Stages) -> None:
+        self.loads = stages.timed("parse JSON body", orjson.loads)
+
+
+# --- one run -----------------------------------------------------------------------------------------
+
+
+async def drain(
+    buffer: SqliteBuffer, name: str, url: str, ca_file: Path, total: int, level: int, stages: Stages | None
+) -> dict[str, float]:
+    table = {
+        "endpoint": url,
+        "token": TOKEN,
+        "tls_ca_file": str(ca_file),
+        "host": "bench",
+        "compression": "gzip",
+        "compression_level": level,
+    }
+    settings = parse(Table(table, f"outputs.{name}", REPO))
+    # The buffer is pre-filled, so a partial batch only happens at the very end, where waiting
+    # batch_timeout (1 s) for more records would be counted as shipping time: no waiting here.
+    delivery: DeliveryConfig = replace(splunk_hec.TYPE.delivery_defaults, batch_timeout=0.0)
+    output = splunk_hec.build(name, settings)
+    formatter = build_formatter(delivery)
+    budget = output.message_budget
+    if stages is not None:
+        formatter = stages.timed("format (ECS JSON)", formatter)
+        budget = stages.timed("fit (budget per record)", budget)
+        stages.patch(Snapshot, "record", "flatten")
+        stages.patch(HecEncoder, "body", "encode envelopes")
+        stages.patch(hec_client, "gzip", "gzip")
+        stages.patch(output, "_exchange", "HTTP round trip (incl. receiver)", is_async=True)
+        stages.patch(buffer, "advance", "buffer: save cursor", is_async=True)
+        import forwarder.records as records_module
+
+        stages.replace(records_module, "orjson", _TimedJson(stages))
+    position = (await buffer.positions())[name]
+    reader = buffer.reader()
+    if stages is not None:
+        stages.patch(reader, "events_from", "buffer: read events", is_async=True)
+    stream = RecordStream(reader, position, delivery, formatter, summary=False, budget=budget)
+    shipper = Shipper(output, delivery, buffer, stream)
+    await output.healthcheck()
+    wall, cpu = time.perf_counter(), time.process_time()
+    task = asyncio.create_task(shipper.run())
+    while shipper.status.delivered + shipper.status.dead_lettered < total:
+        await asyncio.sleep(0.005)
+        if task.done():
+            raise RuntimeError("the shipper stopped early") from task.exception()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    shipper.stop()
+    await task
+    stream.close()
+    await output.aclose()
+    if stages is not None:
+        stages.restore()
+    if shipper.status.dead_lettered:
+        raise RuntimeError(f"{shipper.status.dead_lettered} records were dead-lettered")
+    return {"wall": wall, "cpu": cpu, "shortened": float(stream.shortened)}
+
+
+def proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def bench(args: argparse.Namespace, workdir: Path) -> int:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    ca_file, cert_file, key_file = workdir / "ca.pem", workdir / "cert.pem", workdir / "key.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+
+    print(f"generating {args.records:,} records in snapshots of {args.per_snapshot} issues …", flush=True)
+    bodies = snapshots(args.records, args.per_snapshot)
+    buffer = SqliteBuffer.open(workdir / "state", outputs=["measured", "profiled"], dedup_bodies=False)
+    await fill(buffer, bodies)
+    size = sum(len(b) for b in bodies)
+    print(f"buffer filled: {len(bodies)} snapshots, {size / 1e6:.1f} MB of webhook bodies", flush=True)
+
+    receiver = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--serve",
+        "--cert",
+        str(cert_file),
+        "--key",
+        str(key_file),
+        stdout=asyncio.subprocess.PIPE,
+        cwd=REPO,
+    )
+    try:
+        assert receiver.stdout is not None
+        port = json.loads(await receiver.stdout.readline())["port"]
+        url = f"https://127.0.0.1:{port}"
+        context = httpx.create_ssl_context(verify=str(ca_file))
+        before = proc_cpu(receiver.pid)
+        result = await drain(buffer, "measured", url, ca_file, args.records, args.level, None)
+        receiver_cpu = proc_cpu(receiver.pid) - before
+        async with httpx.AsyncClient(verify=context) as client:
+            counted = (await client.get(f"{url}/count")).json()
+        rate = args.records / result["wall"]
+        print()
+        requests = counted["requests"]
+        print(f"records shipped:     {args.records:,} (receiver counted {counted['count']:,} in {requests} requests)")
+        print(f"wall time:           {result['wall']:.2f} s")
+        print(f"THROUGHPUT:          {rate:,.0f} records/s   (target ≥ 50,000)")
+        print(f"shipper process CPU: {result['cpu'] / result['wall'] * 100:.0f}% of one core")
+        print(f"receiver CPU:        {receiver_cpu / result['wall'] * 100:.0f}% of one core (not the bottleneck)")
+        print(f"records shortened:   {int(result['shortened'])}")
+        ok = counted["count"] == args.records
+        if not ok:
+            print("!!! the receiver counted a different number of events")
+        if not args.no_profile:
+            stages = Stages()
+            profiled = await drain(buffer, "profiled", url, ca_file, args.records, args.level, stages)
+            print()
+            print(f"where the time goes (profiled run: {args.records / profiled['wall']:,.0f} records/s with timers)")
+            total = profiled["wall"]
+            for name, seconds in sorted(stages.seconds.items(), key=lambda kv: -kv[1]):
+                per = seconds / args.records * 1e6
+                print(f"  {name:34s} {seconds:6.2f} s  {seconds / total * 100:5.1f}%  {per:6.1f} µs/record")
+            accounted = sum(stages.seconds.values())  # the stages do not nest
+            print(
+                f"  {'everything else (loop, shipper)':34s} {total - accounted:6.2f} s  "
+                f"{(total - accounted) / total * 100:5.1f}%"
+            )
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"\npeak RSS of the shipper process: {peak:.0f} MiB")
+        return 0 if ok else 1
+    finally:
+        receiver.terminate()
+        await asyncio.wait_for(receiver.wait(), 10)
+        await buffer.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--records", type=int, default=50_000)
+    parser.add_argument("--per-snapshot", type=int, default=250, help="issues per snapshot (default 250)")
+    parser.add_argument("--level", type=int, default=1, help="gzip level (default: the output default, 1)")
+    parser.add_argument("--no-profile", action="store_true", help="skip the profiled second run")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--cert", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--key", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        return serve_main(args.cert, args.key)
+    loop_factory = None
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with tempfile.TemporaryDirectory(prefix="ship-hec-") as tmp, asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(bench(args, Path(tmp)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
