@@ -39,3 +39,18 @@ def test_delimiter_and_line_breaks_never_leak_from_values() -> None:
 @pytest.mark.parametrize(("text", "char"), [("^", "^"), ("0x09", "\t"), ("x7C", None), ("|", None), ("ab", None)])
 def test_delimiter_spellings(text: str, char: str | None) -> None:
     assert parse_delimiter(text) == char
+
+
+@pytest.mark.parametrize("text", ["0xZZ", "xq1", "0x"])
+def test_malformed_hex_delimiters_are_refused(text: str) -> None:
+    assert parse_delimiter(text) is None
+
+
+def test_build_formatter_honours_each_format_and_its_options() -> None:
+    from forwarder.config.model import DeliveryConfig
+    from forwarder.formats import FORMAT_NAMES, build_formatter
+
+    (record,) = flatten_all(sample("body_a.json"))
+    lines = {name: build_formatter(DeliveryConfig(format=name, leef_delimiter="^"))(record) for name in FORMAT_NAMES}
+    assert lines["ecs-json"].startswith(b"{") and lines["cef"].startswith(b"CEF:0|")
+    assert lines["leef"].startswith(b"LEEF:2.0|Snyk|Snyk|1.0|vulnerability-introduced|^|")

@@ -61,3 +61,9 @@ def test_any_text_and_limit_yield_valid_utf8_json_within_the_limit(text: str, li
     assert result is not None
     assert len(result[0]) <= limit
     orjson.loads(result[0])
+
+
+def test_a_render_that_never_shrinks_gives_up_after_bounded_rounds() -> None:
+    tags = [{"key": f"k{n}", "value": "v" * 300} for n in range(40)]  # more long strings than rounds
+    (record,) = flatten_all(snapshot_body([issue()], project={"name": "p", "tags": tags}))
+    assert fit(record, lambda _r: b"x" * 10_000, 5_000) is None
