@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from forwarder.errors import ConnectFailed
+from forwarder.errors import ConnectFailed, OutputError
+from forwarder.types import Delivered, Message, Outcome, Record, Retry
 
 
 class DatagramSender:
@@ -53,3 +54,31 @@ class DatagramSender:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+class DatagramOutput:
+    """One frame per datagram (syslog over UDP, the Rapid7 collector over UDP); nothing is acknowledged."""
+
+    def __init__(
+        self, name: str, sender: DatagramSender, frame: Callable[[Message], bytes], budget: Callable[[Record], int]
+    ) -> None:
+        self.name = name
+        self.sender = sender
+        self._frame = frame
+        self._budget = budget
+
+    def message_budget(self, record: Record) -> int:
+        return self._budget(record)
+
+    async def send(self, batch: Sequence[Message]) -> Outcome:
+        try:
+            await self.sender.send([self._frame(m) for m in batch])
+        except OutputError as exc:
+            return Retry(str(exc))
+        return Delivered()
+
+    async def healthcheck(self) -> None:
+        await self.sender.connect()
+
+    async def aclose(self) -> None:
+        self.sender.close()

@@ -35,10 +35,11 @@ from forwarder.formats.cef import CefFormatter
 from forwarder.formats.shorten import fit
 from forwarder.outputs import OUTPUT_TYPES
 from forwarder.outputs.base import Output
-from forwarder.outputs.rapid7.client import RecentWrites, StreamOutput, collector_output, token_tcp_output
+from forwarder.outputs.rapid7.client import collector_output, token_tcp_output
 from forwarder.outputs.rapid7.config import CollectorSettings, TokenTcpSettings, WebhookSettings
 from forwarder.outputs.rapid7.encode import single_line
 from forwarder.outputs.rapid7.webhook import WebhookOutput, classify
+from forwarder.outputs.stream import RecentWrites, StreamOutput
 from forwarder.records import RecordStream
 from forwarder.shipper import Shipper
 from forwarder.types import Delivered, Message, Pause, Record, Reject, Retry, Split, Webhook
@@ -215,20 +216,20 @@ def test_single_line_is_belt_and_braces_for_formats_that_would_break_a_line() ->
     assert single_line(b"a\r\nb\nc\rd\0e") == "a\u2028b\u2028c\u2028d\ufffde".encode()
 
 
-def test_recent_writes_keep_the_window_and_whole_lines() -> None:
+def test_recent_writes_keep_the_window_and_whole_frames() -> None:
     recent = RecentWrites(window=1.0, max_bytes=10)
-    recent.acknowledged(b"aaa\n", at=0.0)
-    recent.acknowledged(b"bbb\n", at=5.0)  # "aaa" is older than the window now
-    recent.acknowledged(b"ccc\n", at=5.5)
+    recent.acknowledged([b"aaa\n"], at=0.0)
+    recent.acknowledged([b"bbb\n"], at=5.0)  # "aaa" is older than the window now
+    recent.acknowledged([b"ccc\n"], at=5.5)
     recent.broken(at=6.2)  # only writes at 5.2 or later are suspect
     assert recent.pending == b"ccc\n"
-    recent.acknowledged(b"0123456\n89\n", at=7.0)
+    recent.acknowledged([b"0123456\n", b"89\n"], at=7.0)
     recent.broken(at=7.0)
-    assert recent.pending == b"89\n"  # the newest whole lines within max_bytes, never half a line
+    assert recent.pending == b"89\n"  # the newest whole frames within max_bytes, never half a frame
     recent.resent()
     assert recent.pending == b""
     off = RecentWrites(window=0.0)
-    off.acknowledged(b"x\n", at=0.0)
+    off.acknowledged([b"x\n"], at=0.0)
     off.broken(at=0.0)
     assert off.pending == b""
 

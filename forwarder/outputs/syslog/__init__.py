@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from forwarder.config.model import DeliveryConfig
 from forwarder.formats import FORMAT_NAMES
-from forwarder.outputs.base import OutputType
-from forwarder.outputs.syslog.client import SyslogOutput
+from forwarder.outputs.base import Output, OutputType
+from forwarder.outputs.syslog.client import syslog_output
 from forwarder.outputs.syslog.config import SyslogSettings, parse
 
 
-def build(name: str, settings: SyslogSettings) -> SyslogOutput:
-    return SyslogOutput(name, settings)
+def build(name: str, settings: SyslogSettings) -> Output:
+    return syslog_output(name, settings)
 
 
 TYPE = OutputType(

@@ -45,6 +45,8 @@ class SyslogSettings:
     tls_client_key: Path | None = None
     connect_timeout: float = 10.0
     send_timeout: float = 30.0
+    # Frames acknowledged this long before a connection broke are sent again (forwarder.outputs.stream).
+    resend_window: float = 5.0
 
 
 def parse(t: Table) -> SyslogSettings:
@@ -80,6 +82,7 @@ def parse(t: Table) -> SyslogSettings:
         tls_client_key=t.path_value("tls_client_key", None),
         connect_timeout=t.duration("connect_timeout", d.connect_timeout, minimum=0.01),
         send_timeout=t.duration("send_timeout", d.send_timeout, minimum=0.01),
+        resend_window=t.duration("resend_window", d.resend_window, maximum=300),
     )
     _check(t, settings)
     return settings
@@ -88,6 +91,8 @@ def parse(t: Table) -> SyslogSettings:
 def _check(t: Table, s: SyslogSettings) -> None:
     if s.transport == "udp" and t.has("framing"):
         raise t.error("framing", "does not apply to UDP (one message per datagram)", hint="remove framing")
+    if s.transport == "udp" and t.has("resend_window"):
+        raise t.error("resend_window", "does not apply to UDP (nothing is acknowledged)", hint="remove it")
     tls_keys = ("tls_ca_file", "tls_verify", "tls_server_name", "tls_client_cert", "tls_client_key")
     if s.transport != "tls":
         for key in tls_keys:
