@@ -9,7 +9,7 @@ from pathlib import Path
 from forwarder.config.reader import Table
 from forwarder.formats.syslog import FACILITIES, SEVERITIES
 
-# Snyk severity → syslog severity. A finding never maps to emerg/alert (those page on-call for
+# Snyk severity → syslog severity (docs/outputs/syslog.md). A finding never maps to emerg/alert (those page on-call for
 # host failures); "none" (summaries, findings without severity) is info.
 DEFAULT_SEVERITY_MAP = {"critical": 2, "high": 3, "medium": 4, "low": 5, "none": 6}
 # What Debian's receivers accept by default (notes/syslog.md §7-§8): rsyslog keeps 8096 bytes of
