@@ -626,6 +626,9 @@ delivered_retention = "1d"
 [service]
 log_level = "info"
 
+[admin]
+port = 0
+
 [outputs.local]
 type = "file"
 path = "{directory / "records.jsonl"}"

@@ -24,26 +24,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
-import hashlib
 import json
-import os
-import random
 import resource
 import ssl
 import sys
 import tempfile
 import time
 import zlib
-from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
 
 import httpx
-import orjson
 import trustme
+from shipping import REPO, Stages, TimedJson, fill, proc_cpu, snapshots
 
 from forwarder.buffer import SqliteBuffer
 from forwarder.config.model import DeliveryConfig
@@ -56,70 +49,8 @@ from forwarder.outputs.splunk_hec.config import parse
 from forwarder.outputs.splunk_hec.encode import HecEncoder
 from forwarder.records import RecordStream
 from forwarder.shipper import Shipper
-from forwarder.types import Webhook
 
 TOKEN = "0b7e5c1a-3f2d-4e6b-8a9c-1d2e3f4a5b6c"
-REPO = Path(__file__).resolve().parents[1]
-WORDS = (
-    "attacker",
-    "crafted",
-    "input",
-    "payload",
-    "prototype",
-    "pollution",
-    "remote",
-    "code",
-    "execution",
-    "denial",
-    "service",
-    "regular",
-    "expression",
-    "backtracking",
-    "path",
-    "traversal",
-    "archive",
-    "entry",
-    "deserialization",
-    "untrusted",
-    "object",
-    "injection",
-    "command",
-    "shell",
-    "argument",
-    "header",
-    "smuggling",
-    "request",
-    "response",
-    "cookie",
-    "session",
-    "fixation",
-    "token",
-    "leak",
-    "buffer",
-    "overflow",
-    "integer",
-    "bounds",
-    "check",
-    "memory",
-    "allocation",
-    "parser",
-    "library",
-    "function",
-    "version",
-    "upgrade",
-    "affected",
-    "vulnerable",
-    "package",
-    "dependency",
-    "transitive",
-    "release",
-    "patch",
-    "fixed",
-    "mitigation",
-    "configuration",
-)
-SEVERITIES = ("low", "medium", "medium", "high", "high", "critical")
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 # --- the receiver (a separate process) ---------------------------------------------------------------
@@ -183,122 +114,6 @@ def serve_main(cert: Path, key: Path) -> int:
     return 0
 
 
-# --- data --------------------------------------------------------------------------------------------
-
-
-def make_issue(rng: random.Random, n: int, template: dict[str, Any]) -> dict[str, Any]:
-    issue: dict[str, Any] = json.loads(json.dumps(template))
-    package = f"{rng.choice(WORDS)}-{rng.choice(WORDS)}-{n % 977}"
-    issue_id = f"SNYK-JS-{package.upper().replace('-', '')}-{7_000_000 + n}"
-    data = issue["issueData"]
-    issue["id"] = data["id"] = issue_id
-    issue["pkgName"] = package
-    issue["pkgVersions"] = [f"{rng.randint(0, 9)}.{rng.randint(0, 30)}.{rng.randint(0, 20)}"]
-    data["title"] = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 5))).title()
-    data["severity"] = rng.choice(SEVERITIES)
-    data["url"] = f"https://security.snyk.io/vuln/{issue_id}"
-    words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(45, 220)))
-    data["description"] = f"## Overview\n[{package}](https://www.npmjs.com/package/{package}) {words}\n"
-    data["identifiers"]["CVE"] = [f"CVE-20{rng.randint(15, 25)}-{rng.randint(1000, 99999)}"]
-    data["cvssScore"] = round(rng.uniform(1.0, 10.0), 1)
-    data["publicationTime"] = f"2025-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}T14:20:03Z"
-    issue["priority"]["score"] = rng.randint(100, 1000)
-    return issue
-
-
-def snapshots(records: int, per_snapshot: int, seed: int = 7) -> list[bytes]:
-    sample = json.loads((REPO / "forwarder" / "samples" / "snapshot_small.json").read_bytes())
-    template = sample["newIssues"][0]
-    rng = random.Random(seed)
-    bodies: list[bytes] = []
-    n = 0
-    while n < records:
-        count = min(per_snapshot, records - n)
-        payload = dict(sample)
-        payload["project"] = dict(sample["project"], name=f"acme/service-{len(bodies) % 40}:package.json")
-        payload["newIssues"] = [make_issue(rng, n + i, template) for i in range(count)]
-        payload["removedIssues"] = []
-        bodies.append(json.dumps(payload, separators=(",", ":")).encode())
-        n += count
-    return bodies
-
-
-async def fill(buffer: SqliteBuffer, bodies: list[bytes]) -> None:
-    for i, body in enumerate(bodies):
-        webhook = Webhook(
-            body=body,
-            body_sha256=hashlib.sha256(body).hexdigest(),
-            event_name="project_snapshot/v0",
-            received_at=time.time(),
-            transport_id=f"bench-{i}",
-            snyk_timestamp="2025-03-14T03:12:45.118Z",
-        )
-        await buffer.append(webhook)
-
-
-# --- timing ------------------------------------------------------------------------------------------
-
-
-class Stages:
-    """Wall time per stage; nested stages are reported on their own (HTTP includes waiting)."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-        self.calls: dict[str, int] = defaultdict(int)
-        self._undo: list[Callable[[], None]] = []
-
-    def timed(self, name: str, fn: F) -> F:
-        seconds, calls = self.seconds, self.calls
-
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                seconds[name] += time.perf_counter() - start
-                calls[name] += 1
-
-        return wrapper  # type: ignore[return-value]
-
-    def timed_async(self, name: str, fn: F) -> F:
-        seconds, calls = self.seconds, self.calls
-
-        @functools.wraps(fn)
-        async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return await fn(*args, **kwargs)
-            finally:
-                seconds[name] += time.perf_counter() - start
-                calls[name] += 1
-
-        return wrapper  # type: ignore[return-value]
-
-    def patch(self, owner: Any, attribute: str, name: str, *, is_async: bool = False) -> None:
-        original = getattr(owner, attribute)
-        self.replace(owner, attribute, (self.timed_async if is_async else self.timed)(name, original))
-
-    def replace(self, owner: Any, attribute: str, value: Any) -> None:
-        original = getattr(owner, attribute)
-        setattr(owner, attribute, value)
-        self._undo.append(lambda: setattr(owner, attribute, original))
-
-    def restore(self) -> None:
-        for undo in reversed(self._undo):
-            undo()
-        self._undo.clear()
-
-
-class _TimedJson:
-    """Stands in for ``orjson`` inside ``forwarder.records`` to time the payload parse."""
-
-    JSONDecodeError = orjson.JSONDecodeError
-
-    def __init__(self, stages: Stages) -> None:
-        self.loads = stages.timed("parse JSON body", orjson.loads)
-
-
 # --- one run -----------------------------------------------------------------------------------------
 
 
@@ -330,7 +145,7 @@ async def drain(
         stages.patch(buffer, "advance", "buffer: save cursor", is_async=True)
         import forwarder.records as records_module
 
-        stages.replace(records_module, "orjson", _TimedJson(stages))
+        stages.replace(records_module, "orjson", TimedJson(stages))
     position = (await buffer.positions())[name]
     reader = buffer.reader()
     if stages is not None:
@@ -354,11 +169,6 @@ async def drain(
     if shipper.status.dead_lettered:
         raise RuntimeError(f"{shipper.status.dead_lettered} records were dead-lettered")
     return {"wall": wall, "cpu": cpu, "shortened": float(stream.shortened)}
-
-
-def proc_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def bench(args: argparse.Namespace, workdir: Path) -> int:

@@ -8,6 +8,7 @@ to the destination's size limit — and keeps only the event it is inside of in 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from forwarder.types import Message, Position, Record, StoredEvent
 log = logging.getLogger("forwarder.shipper")
 
 Budget = Callable[[Record], int | None]
+YIELD_EVERY = 32
 
 
 class RecordStream:
@@ -80,6 +82,10 @@ class RecordStream:
             message = self.message(record)
             batch.append(message)
             size += len(message.body)
+            if len(batch) % YIELD_EVERY == 0:
+                # Flattening a batch takes milliseconds of CPU on the event loop; let waiting
+                # webhook requests in between, so they are not answered late.
+                await asyncio.sleep(0)
         return batch
 
     async def replays(self, output: str, limit: int) -> list[Replay]:

@@ -74,6 +74,7 @@ class Shipper:
         self._saved = stream.position
         self._replays_checked = 0.0
         self._error_saved_at = 0.0
+        self._prefetch: asyncio.Task[tuple[list[Message], Position]] | None = None
 
     def stop(self) -> None:
         self._stopping.set()
@@ -90,32 +91,61 @@ class Shipper:
 
     async def run(self) -> None:
         failures = 0
-        while not self.stopping:
-            try:
-                await self._cycle()
-                failures = 0
-            except StorageError as exc:  # the buffer could not be read or the cursor not saved
-                failures += 1
-                self.stream.rewind(self._saved)
-                delay = self.backoff.delay(failures)
-                telemetry.buffer_error(self.log, self.name, str(exc), delay)
-                await self._sleep(delay)
+        try:
+            while not self.stopping:
+                try:
+                    await self._cycle()
+                    failures = 0
+                except StorageError as exc:  # the buffer could not be read or the cursor not saved
+                    failures += 1
+                    await self._drop_prefetch()
+                    self.stream.rewind(self._saved)
+                    delay = self.backoff.delay(failures)
+                    telemetry.buffer_error(self.log, self.name, str(exc), delay)
+                    await self._sleep(delay)
+        finally:
+            await self._drop_prefetch()
 
     async def _cycle(self) -> None:
-        """One batch: replayed dead letters first (they wait longest), else new records."""
+        """One batch: replayed dead letters first (they wait longest), else new records.
+
+        While a batch is on its way, the next one is read and formatted (``_prefetch``): the CPU
+        work of flattening overlaps with waiting for the destination. Records still reach the
+        destination in order, and the cursor only ever moves past delivered batches.
+        """
         if await self._replay():
             return
-        batch = await self._collect()
+        if self._prefetch is not None:
+            task, self._prefetch = self._prefetch, None
+            batch, end = await task
+        else:
+            batch = await self._collect()
+            end = self.stream.position
         if not batch:
-            if self.stream.position != self._saved:  # only filtered-out records were passed
-                await self._advance(self.stream.position, delivered=0, dead=())
+            if end != self._saved:  # only filtered-out records were passed
+                await self._advance(end, delivered=0, dead=())
             return
-        end = self.stream.position
+        if not self.stopping:
+            self._prefetch = asyncio.create_task(self._collect_next(), name=f"prefetch:{self.name}")
         dead = await self._deliver(batch)
         if dead is None:  # stopped while retrying: the batch stays pending in the buffer
+            await self._drop_prefetch()
             self.stream.rewind(self._saved)
             return
         await self._advance(end, delivered=len(batch) - len(dead), dead=dead)
+
+    async def _collect_next(self) -> tuple[list[Message], Position]:
+        batch = await self._collect()
+        return batch, self.stream.position
+
+    async def _drop_prefetch(self) -> None:
+        """Forget a batch read ahead (it was never sent; the stream rewinds to the cursor)."""
+        task, self._prefetch = self._prefetch, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StorageError):
+                await task
+            self.stream.rewind(self._saved)
 
     async def _replay(self) -> bool:
         """Send dead letters an operator queued again (``snyk-forwarder replay``); True if any."""

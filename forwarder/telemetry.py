@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from forwarder import metrics
 
@@ -20,16 +21,26 @@ service_log = logging.getLogger("forwarder.service")
 # --- receiver --------------------------------------------------------------------------------------------
 
 
+# Counter children by label, looked up once: these run for every webhook, where prometheus-client's
+# labels() lookup and an unguarded debug call cost more than storing the event's metadata.
+_ANSWERED: dict[int, Any] = {}
+_STORED = metrics.EVENTS.labels("stored")
+
+
 def webhook_answered(status: int) -> None:
-    metrics.REQUESTS.labels(str(status)).inc()
+    child = _ANSWERED.get(status)
+    if child is None:
+        child = _ANSWERED[status] = metrics.REQUESTS.labels(str(status))
+    child.inc()
 
 
 def webhook_stored(event_id: int | None, event_name: str, size: int, transport_id: str | None) -> None:
-    metrics.EVENTS.labels("stored").inc()
-    receiver_log.debug(
-        "webhook stored",
-        extra={"event_id": event_id, "event": event_name, "bytes": size, "transport_id": transport_id},
-    )
+    _STORED.inc()
+    if receiver_log.isEnabledFor(logging.DEBUG):
+        receiver_log.debug(
+            "webhook stored",
+            extra={"event_id": event_id, "event": event_name, "bytes": size, "transport_id": transport_id},
+        )
 
 
 def webhook_duplicate(event_id: int | None, transport_id: str | None) -> None:

@@ -477,44 +477,52 @@ def _prepare(conn: sqlite3.Connection, outputs: Sequence[str]) -> None:
 
 
 def _append(conn: sqlite3.Connection, w: Webhook, dedup_bodies: bool) -> AppendResult:
-    if w.transport_id:
-        row = conn.execute("SELECT event_id FROM transport_ids WHERE transport_id = ?", (w.transport_id,)).fetchone()
-        if row is not None:
-            return AppendResult(row[0], duplicate=True)
+    """Store ``w`` unless its transport id (or, with ``dedup_bodies``, its body) was seen.
+
+    Three statements in the usual case — store, then claim the transport id and the body hash
+    with INSERT OR IGNORE — instead of looking both up first: this runs for every webhook on the
+    writer thread. A repeat (rare) undoes the store inside the same transaction.
+    """
     snapshot = w.kind == "snapshot"
-    if dedup_bodies and snapshot:
-        row = conn.execute("SELECT event_id FROM body_hashes WHERE body_sha256 = ?", (w.body_sha256,)).fetchone()
-        if row is not None:
-            if w.transport_id:  # remember this transport id too, so its own retries stay cheap
-                conn.execute(
-                    "INSERT INTO transport_ids(transport_id, seen_at, event_id) VALUES (?, ?, ?)",
-                    (w.transport_id, w.received_at, row[0]),
-                )
-            return AppendResult(row[0], duplicate=True)
     if snapshot:
-        cur = conn.execute(
+        event_id = conn.execute(
             "INSERT INTO events(received_at, event_name, transport_id, snyk_timestamp, body_sha256, body) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             (w.received_at, w.event_name, w.transport_id, w.snyk_timestamp, w.body_sha256, w.body),
-        )
+        ).lastrowid
     else:
-        cur = conn.execute(
+        event_id = conn.execute(
             "INSERT INTO quarantine(received_at, event_name, transport_id, snyk_timestamp, body_sha256, body, reason) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (w.received_at, w.event_name, w.transport_id, w.snyk_timestamp, w.body_sha256, w.body, "unknown event"),
-        )
-    event_id = cur.lastrowid
+        ).lastrowid
     if w.transport_id:
-        conn.execute(
-            "INSERT INTO transport_ids(transport_id, seen_at, event_id) VALUES (?, ?, ?)",
+        claimed = conn.execute(
+            "INSERT OR IGNORE INTO transport_ids(transport_id, seen_at, event_id) VALUES (?, ?, ?)",
             (w.transport_id, w.received_at, event_id if snapshot else None),
-        )
+        ).rowcount
+        if not claimed:
+            _undo(conn, snapshot, event_id)
+            row = conn.execute(
+                "SELECT event_id FROM transport_ids WHERE transport_id = ?", (w.transport_id,)
+            ).fetchone()
+            return AppendResult(row[0], duplicate=True)
     if dedup_bodies and snapshot:
-        conn.execute(
-            "INSERT INTO body_hashes(body_sha256, seen_at, event_id) VALUES (?, ?, ?)",
+        claimed = conn.execute(
+            "INSERT OR IGNORE INTO body_hashes(body_sha256, seen_at, event_id) VALUES (?, ?, ?)",
             (w.body_sha256, w.received_at, event_id),
-        )
+        ).rowcount
+        if not claimed:
+            _undo(conn, snapshot, event_id)
+            row = conn.execute("SELECT event_id FROM body_hashes WHERE body_sha256 = ?", (w.body_sha256,)).fetchone()
+            if w.transport_id:  # this transport id now stands for the first copy, so its retries stay cheap
+                conn.execute("UPDATE transport_ids SET event_id = ? WHERE transport_id = ?", (row[0], w.transport_id))
+            return AppendResult(row[0], duplicate=True)
     return AppendResult(event_id, quarantined=not snapshot, stored_bytes=len(w.body) if snapshot else 0)
+
+
+def _undo(conn: sqlite3.Connection, snapshot: bool, event_id: int | None) -> None:
+    conn.execute(f"DELETE FROM {'events' if snapshot else 'quarantine'} WHERE id = ?", (event_id,))
 
 
 def _positions(conn: sqlite3.Connection) -> dict[str, Position]:

@@ -67,6 +67,12 @@ def idents(value: Any) -> list[str] | None:
     return list(seen) or None
 
 
+def pack(**fields: Any) -> dict[str, Any] | None:
+    """An object of the fields that have a value, or ``None`` when none has one."""
+    result = {key: value for key, value in fields.items() if value is not None}
+    return result or None
+
+
 def compact(value: Any) -> Any:
     """Drop ``None``, empty strings, empty lists and empty objects, recursively."""
     if isinstance(value, dict):

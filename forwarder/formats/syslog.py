@@ -75,19 +75,35 @@ def header_field(value: str | None, max_len: int) -> str:
     return "".join(ch if 33 <= ord(ch) <= 126 else "_" for ch in value[:max_len])
 
 
+class Rfc5424Header:
+    """``<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID`` for one sender: the fields that never
+    change are sanitised once, and the timestamp of the last record is reused (the records of a
+    snapshot share it) — this runs for every record shipped."""
+
+    def __init__(self, *, facility: int, hostname: str, app_name: str, procid: str = "", msgid: str = "") -> None:
+        self._facility = facility
+        fields = (
+            header_field(hostname, 255),
+            header_field(app_name, 48),
+            header_field(procid, 128),
+            header_field(msgid, 32),
+        )
+        self._tail = (" " + " ".join(fields)).encode("ascii")
+        self._last: tuple[int, bytes] = (-1, b"")
+
+    def render(self, severity: int, time_ms: int) -> bytes:
+        if self._last[0] != time_ms:
+            # RFC 3339, UTC, milliseconds: the record's own precision
+            self._last = (time_ms, format_ms(time_ms).encode("ascii"))
+        return b"<%d>1 %s%s" % (self._facility * 8 + severity, self._last[1], self._tail)
+
+
 def header(
     *, facility: int, severity: int, time_ms: int, hostname: str, app_name: str, procid: str = "", msgid: str = ""
 ) -> bytes:
     """``<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID`` (no SD, no trailing space)."""
-    fields = (
-        f"<{facility * 8 + severity}>1",
-        format_ms(time_ms),  # RFC 3339, UTC, milliseconds: the record's own precision
-        header_field(hostname, 255),
-        header_field(app_name, 48),
-        header_field(procid, 128),
-        header_field(msgid, 32),
-    )
-    return " ".join(fields).encode("ascii")
+    sender = Rfc5424Header(facility=facility, hostname=hostname, app_name=app_name, procid=procid, msgid=msgid)
+    return sender.render(severity, time_ms)
 
 
 def param_name(name: str) -> str:

@@ -119,5 +119,6 @@ TYPE = OutputType(
     parse=parse,
     build=build,
     formats=FORMAT_NAMES,
-    delivery_defaults=DeliveryConfig(batch_max_records=1000, batch_timeout=0.0),
+    # A short linger: under load, records share a write and a cursor commit instead of one each.
+    delivery_defaults=DeliveryConfig(batch_max_records=1000, batch_timeout=0.1),
 )

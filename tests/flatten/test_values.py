@@ -18,6 +18,8 @@ from tests.helpers import flatten_all, issue, snapshot_body, stored
         ("2024-03-07T09:05:03.123456789Z", "2024-03-07T09:05:03.123Z"),  # nanoseconds are cut, not rejected
         ("2024-03-07T09:05:03", "2024-03-07T09:05:03.000Z"),  # naive means UTC
         ("2024-03-07T04:05:03.5-05:00", "2024-03-07T09:05:03.500Z"),
+        ("2024-02-30T09:05:03Z", None),  # Snyk's shape, but no such day
+        ("2024-03-07T09:05:03.5Z", "2024-03-07T09:05:03.500Z"),
         ("yesterday", None),
         ("", None),
     ],

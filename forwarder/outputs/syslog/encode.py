@@ -27,6 +27,9 @@ class SyslogEncoder:
         s = settings
         self._tag = s.app_name + (f"[{s.procid}]" if s.procid else "")
         self._heads: dict[str, bytes] = {}
+        self._header = syslog.Rfc5424Header(
+            facility=s.facility, hostname=s.hostname, app_name=s.app_name, procid=s.procid, msgid=s.msgid
+        )
 
     def head(self, record: Record) -> bytes:
         """Everything before MSG, including the separating space (and the BOM when configured)."""
@@ -36,15 +39,7 @@ class SyslogEncoder:
             return syslog.rfc3164_prefix(
                 facility=s.facility, severity=severity, time_ms=record.time_ms, hostname=s.hostname, tag=self._tag
             )
-        head = syslog.header(
-            facility=s.facility,
-            severity=severity,
-            time_ms=record.time_ms,
-            hostname=s.hostname,
-            app_name=s.app_name,
-            procid=s.procid,
-            msgid=s.msgid,
-        )
+        head = self._header.render(severity, record.time_ms)
         sd = syslog.structured_data(s.sd_id, self._params(record)) if s.structured_data else b""
         return syslog.message(head, sd, b"", bom=s.bom)
 
