@@ -86,7 +86,7 @@ class Load:
                 name = f"{tag}-N{n}"
                 try:
                     status = post(client, body(name, issues=2)).status_code
-                except httpx.HTTPError:
+                except (httpx.HTTPError, OSError):
                     return  # the daemon died under us: this request was never acknowledged
                 if status == 202:
                     with self._lock:
@@ -115,7 +115,9 @@ def test_kill_9_at_random_moments_under_load_loses_nothing(workdir: Path, test_c
                 daemon.start()
                 load = Load(daemon, test_ca, f"C{cycle}")
                 with load.running():
-                    time.sleep(rng.uniform(0.2, 1.0))
+                    # at least a few acknowledged deliveries per cycle, then a random moment
+                    wait_until(lambda: len(load.acked) >= 20, 20, "the first acknowledged deliveries")  # noqa: B023
+                    time.sleep(rng.uniform(0.0, 0.8))
                     daemon.kill()
                 acked |= load.acked
             daemon.start()
