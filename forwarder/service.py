@@ -212,7 +212,7 @@ class Service:
             except StorageError as exc:
                 telemetry.maintenance_failed(str(exc))
                 continue
-            telemetry.maintenance_done(report.events_purged, report.transport_ids_expired)
+            telemetry.maintenance_done(report.events_purged, report.dedup_keys_expired)
             if buffer.state.disk_full:
                 telemetry.disk_full_persists(buffer.state.disk_full_since)
 

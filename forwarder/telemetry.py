@@ -175,11 +175,11 @@ def listening(url: str, address: str, port: int) -> None:
     service_log.info("listening for Snyk webhooks", extra={"url": url, "address": address, "port": port})
 
 
-def maintenance_done(events_purged: int, transport_ids_expired: int) -> None:
-    if events_purged or transport_ids_expired:
+def maintenance_done(events_purged: int, dedup_keys_expired: int) -> None:
+    if events_purged or dedup_keys_expired:
         service_log.info(
             "buffer maintenance",
-            extra={"events_purged": events_purged, "transport_ids_expired": transport_ids_expired},
+            extra={"events_purged": events_purged, "dedup_keys_expired": dedup_keys_expired},
         )
 
 

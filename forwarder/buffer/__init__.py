@@ -11,7 +11,8 @@ Tables (one SQLite database, ``buffer.db`` in the state directory, WAL journal):
   an output's position can never point past an event that does not exist yet.
 - ``quarantine``: deliveries with an event name or version we do not understand, kept raw and
   never shipped or purged automatically (nothing lost; an operator decides).
-- ``transport_ids``: X-Snyk-Transport-ID → first event id, for ``dedup_window`` seconds.
+- ``dedup_keys``: append-only log of the transport ids and body hashes seen, each with the first
+  event id, for ``dedup_window`` seconds; looked up in memory (:mod:`forwarder.buffer.dedup`).
 - ``cursors``: per output, a :class:`~forwarder.types.Position` (event id, record index): every
   record before it has been delivered or dead-lettered. Records of an event are numbered in
   flatten order, which is deterministic, so a 5,000-issue snapshot resumes mid-way.
@@ -29,7 +30,7 @@ the shipper, not yet confirmed) → delivered or dead (cursor moved past it). No
 pending again, which is where the at-least-once window comes from.
 
 Retention: an event is deleted once every configured output's cursor is past it and it is older
-than ``delivered_retention``; transport ids expire after ``dedup_window``.
+than ``delivered_retention``; dedup keys expire after ``dedup_window``.
 """
 
 from forwarder.buffer.sqlite import AppendResult, SqliteBuffer

@@ -30,7 +30,7 @@ from pathlib import Path
 Connect = Callable[..., sqlite3.Connection]
 
 # Tables copied as they are (rowid tables are re-read one row at a time when a scan fails).
-_PLAIN_TABLES = ("meta", "transport_ids", "body_hashes", "dead_letters", "replays", "quarantine")
+_PLAIN_TABLES = ("meta", "dedup_keys", "dead_letters", "replays", "quarantine")
 _EVENT_COLUMNS = "id, received_at, event_name, transport_id, snyk_timestamp, body_sha256, body"
 
 

@@ -4,7 +4,7 @@ Bump SCHEMA_VERSION with any change and add the statements that bring version N-
 MIGRATIONS; ``open`` applies them in order inside one transaction.
 """
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -33,19 +33,13 @@ CREATE TABLE IF NOT EXISTS quarantine (
     reason         TEXT    NOT NULL
 );
 
-CREATE TABLE IF NOT EXISTS transport_ids (
-    transport_id TEXT PRIMARY KEY,
-    seen_at      REAL NOT NULL,
-    event_id     INTEGER
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS transport_ids_seen_at ON transport_ids (seen_at);
-
-CREATE TABLE IF NOT EXISTS body_hashes (
-    body_sha256 TEXT PRIMARY KEY,
-    seen_at     REAL NOT NULL,
-    event_id    INTEGER
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS body_hashes_seen_at ON body_hashes (seen_at);
+CREATE TABLE IF NOT EXISTS dedup_keys (
+    id       INTEGER PRIMARY KEY,
+    seen_at  REAL    NOT NULL,
+    key      BLOB    NOT NULL,
+    event_id INTEGER
+);
+CREATE INDEX IF NOT EXISTS dedup_keys_seen_at ON dedup_keys (seen_at);
 
 CREATE TABLE IF NOT EXISTS cursors (
     output       TEXT PRIMARY KEY,
@@ -91,6 +85,12 @@ CREATE INDEX IF NOT EXISTS replays_output ON replays (output, id);
 """
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {
+    3: (
+        # transport ids and body hashes move to one append-only table (see buffer/dedup.py); the
+        # keys are computed in Python while migrating (sqlite.py), then the old tables go
+        "CREATE TABLE IF NOT EXISTS dedup_keys (id INTEGER PRIMARY KEY, seen_at REAL NOT NULL, key BLOB NOT NULL, "
+        "event_id INTEGER)",
+    ),
     2: (
         # dead letters keep the record itself, so `replay` can format it again for a fixed output
         "ALTER TABLE dead_letters ADD COLUMN time_ms INTEGER NOT NULL DEFAULT 0",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import orjson
 
+from forwarder.buffer.dedup import BODY, TRANSPORT, DedupIndex, dedup_key
 from forwarder.buffer.salvage import SalvageReport, check_and_salvage
 from forwarder.buffer.schema import DDL, MIGRATIONS, SCHEMA_VERSION
 from forwarder.buffer.space import Reserve
@@ -70,8 +71,7 @@ class Replay:
 @dataclass(frozen=True, slots=True)
 class MaintenanceReport:
     events_purged: int
-    transport_ids_expired: int
-    body_hashes_expired: int = 0
+    dedup_keys_expired: int
     bytes_freed: int = 0
     pages_vacuumed: int = 0
 
@@ -128,13 +128,15 @@ class SqliteBuffer:
         delivered_retention: float,
         limits: BufferLimits,
         state: BufferState,
+        dedup: DedupIndex,
         on_commit: Callable[[float, int], None] | None,
     ) -> None:
         self.path = path
         self.state = state
         self.limits = limits
         self._conn = conn
-        self._writer = GroupCommitter(conn, loop, on_commit)
+        self._dedup = dedup
+        self._writer = GroupCommitter(conn, loop, on_commit, hooks=dedup)
         self._dedup_window = dedup_window
         self._dedup_bodies = dedup_bodies
         self._retention = delivered_retention
@@ -179,6 +181,8 @@ class SqliteBuffer:
         try:
             _prepare(conn, outputs)
             state.stored_bytes = conn.execute("SELECT COALESCE(SUM(length(body)), 0) FROM events").fetchone()[0]
+            dedup = DedupIndex()
+            dedup.load(conn, time.time() - dedup_window)
         except sqlite3.Error as exc:
             conn.close()
             raise storage_error(exc) from exc
@@ -194,6 +198,7 @@ class SqliteBuffer:
             delivered_retention=delivered_retention,
             limits=limits,
             state=state,
+            dedup=dedup,
             on_commit=on_commit,
         )
         if not buffer._reserve.ensure():
@@ -218,7 +223,7 @@ class SqliteBuffer:
         window stores nothing and reports ``duplicate``: repeating a call is harmless.
         """
         try:
-            result = await self._writer.submit(lambda conn: _append(conn, webhook, self._dedup_bodies))
+            result = await self._writer.submit(lambda conn: _append(conn, webhook, self._dedup_bodies, self._dedup))
         except DiskFull:
             self._enter_disk_full()
             raise
@@ -320,7 +325,9 @@ class SqliteBuffer:
         total = MaintenanceReport(0, 0)
         for _ in range(10_000):  # bounded: PURGE_CHUNK events per round
             report: MaintenanceReport = await self._writer.submit(
-                lambda conn: _purge(conn, self._outputs, moment - self._retention, moment - self._dedup_window)
+                lambda conn: _purge(
+                    conn, self._outputs, moment - self._retention, moment - self._dedup_window, self._dedup
+                )
             )
             self.state.stored_bytes = max(0, self.state.stored_bytes - report.bytes_freed)
             total = _sum(total, report)
@@ -460,6 +467,8 @@ def _prepare(conn: sqlite3.Connection, outputs: Sequence[str]) -> None:
             for step in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS.get(step, ()):
                     conn.execute(statement)
+                if step == 3:
+                    _migrate_dedup_keys(conn)
         for statement in DDL.split(";"):
             if statement.strip():
                 conn.execute(statement)
@@ -476,14 +485,26 @@ def _prepare(conn: sqlite3.Connection, outputs: Sequence[str]) -> None:
 # --- operations run on the writer thread, inside one transaction ------------------------------------
 
 
-def _append(conn: sqlite3.Connection, w: Webhook, dedup_bodies: bool) -> AppendResult:
+def _append(conn: sqlite3.Connection, w: Webhook, dedup_bodies: bool, dedup: DedupIndex) -> AppendResult:
     """Store ``w`` unless its transport id (or, with ``dedup_bodies``, its body) was seen.
 
-    Three statements in the usual case — store, then claim the transport id and the body hash
-    with INSERT OR IGNORE — instead of looking both up first: this runs for every webhook on the
-    writer thread. A repeat (rare) undoes the store inside the same transaction.
+    Two statements in the usual case: the event, and its dedup keys appended to ``dedup_keys``
+    (the lookups are in memory, :mod:`.dedup`). This runs for every webhook on the writer thread.
     """
     snapshot = w.kind == "snapshot"
+    keys: list[bytes] = []
+    if w.transport_id:
+        keys.append(dedup_key(TRANSPORT, w.transport_id))
+        seen, first = dedup.lookup(keys[0])
+        if seen:
+            return AppendResult(first, duplicate=True)
+    if dedup_bodies and snapshot:
+        body_key = dedup_key(BODY, w.body_sha256)
+        seen, first = dedup.lookup(body_key)
+        if seen:  # the same body again (a replay, or both webhooks during a secret rotation)
+            dedup.stage(conn, [(k, first) for k in keys], w.received_at)  # this transport id's retries stay cheap
+            return AppendResult(first, duplicate=True)
+        keys.append(body_key)
     if snapshot:
         event_id = conn.execute(
             "INSERT INTO events(received_at, event_name, transport_id, snyk_timestamp, body_sha256, body) "
@@ -496,33 +517,9 @@ def _append(conn: sqlite3.Connection, w: Webhook, dedup_bodies: bool) -> AppendR
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (w.received_at, w.event_name, w.transport_id, w.snyk_timestamp, w.body_sha256, w.body, "unknown event"),
         ).lastrowid
-    if w.transport_id:
-        claimed = conn.execute(
-            "INSERT OR IGNORE INTO transport_ids(transport_id, seen_at, event_id) VALUES (?, ?, ?)",
-            (w.transport_id, w.received_at, event_id if snapshot else None),
-        ).rowcount
-        if not claimed:
-            _undo(conn, snapshot, event_id)
-            row = conn.execute(
-                "SELECT event_id FROM transport_ids WHERE transport_id = ?", (w.transport_id,)
-            ).fetchone()
-            return AppendResult(row[0], duplicate=True)
-    if dedup_bodies and snapshot:
-        claimed = conn.execute(
-            "INSERT OR IGNORE INTO body_hashes(body_sha256, seen_at, event_id) VALUES (?, ?, ?)",
-            (w.body_sha256, w.received_at, event_id),
-        ).rowcount
-        if not claimed:
-            _undo(conn, snapshot, event_id)
-            row = conn.execute("SELECT event_id FROM body_hashes WHERE body_sha256 = ?", (w.body_sha256,)).fetchone()
-            if w.transport_id:  # this transport id now stands for the first copy, so its retries stay cheap
-                conn.execute("UPDATE transport_ids SET event_id = ? WHERE transport_id = ?", (row[0], w.transport_id))
-            return AppendResult(row[0], duplicate=True)
+    if keys:
+        dedup.stage(conn, [(k, event_id if snapshot else None) for k in keys], w.received_at)
     return AppendResult(event_id, quarantined=not snapshot, stored_bytes=len(w.body) if snapshot else 0)
-
-
-def _undo(conn: sqlite3.Connection, snapshot: bool, event_id: int | None) -> None:
-    conn.execute(f"DELETE FROM {'events' if snapshot else 'quarantine'} WHERE id = ?", (event_id,))
 
 
 def _positions(conn: sqlite3.Connection) -> dict[str, Position]:
@@ -576,7 +573,7 @@ def _advance(
 
 
 def _purge(
-    conn: sqlite3.Connection, outputs: Sequence[str], delivered_before: float, seen_before: float
+    conn: sqlite3.Connection, outputs: Sequence[str], delivered_before: float, seen_before: float, dedup: DedupIndex
 ) -> MaintenanceReport:
     marks = ",".join("?" * len(outputs))
     row = conn.execute(
@@ -590,11 +587,8 @@ def _purge(
         args = (row[0], delivered_before, PURGE_CHUNK)
         freed = conn.execute(f"SELECT COALESCE(SUM(length(body)), 0) FROM events {condition}", args).fetchone()[0]
         purged = conn.execute(f"DELETE FROM events {condition}", args).rowcount
-    expired = conn.execute("DELETE FROM transport_ids WHERE seen_at < ?", (seen_before,)).rowcount
-    hashes = conn.execute("DELETE FROM body_hashes WHERE seen_at < ?", (seen_before,)).rowcount
-    return MaintenanceReport(
-        events_purged=purged, transport_ids_expired=expired, body_hashes_expired=hashes, bytes_freed=freed
-    )
+    expired = dedup.expire(conn, seen_before)
+    return MaintenanceReport(events_purged=purged, dedup_keys_expired=expired, bytes_freed=freed)
 
 
 def _vacuum(conn: sqlite3.Connection, max_pages: int) -> int:
@@ -610,6 +604,20 @@ def _vacuum(conn: sqlite3.Connection, max_pages: int) -> int:
 
 def _sum(a: MaintenanceReport, b: MaintenanceReport) -> MaintenanceReport:
     return MaintenanceReport(*(x + y for x, y in zip(dataclasses.astuple(a), dataclasses.astuple(b), strict=True)))
+
+
+def _migrate_dedup_keys(conn: sqlite3.Connection) -> None:
+    """Schema 3: transport ids and body hashes move into the append-only ``dedup_keys``."""
+    tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    for table, column, kind in (("transport_ids", "transport_id", TRANSPORT), ("body_hashes", "body_sha256", BODY)):
+        if table not in tables:
+            continue
+        rows = conn.execute(f"SELECT seen_at, {column}, event_id FROM {table} ORDER BY seen_at").fetchall()
+        conn.executemany(
+            "INSERT INTO dedup_keys(seen_at, key, event_id) VALUES (?, ?, ?)",
+            [(seen_at, dedup_key(kind, value), event_id) for seen_at, value, event_id in rows],
+        )
+        conn.execute(f"DROP TABLE {table}")
 
 
 def _checkpoint(conn: sqlite3.Connection) -> None:

@@ -25,11 +25,19 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from forwarder.errors import DiskFull, StorageError
 
 T = TypeVar("T")
+
+
+class TransactionHooks(Protocol):
+    def committed(self) -> None: ...
+
+    def rolled_back(self) -> None: ...
+
+
 Operation = Callable[[sqlite3.Connection], Any]
 
 log = logging.getLogger("forwarder.buffer")
@@ -59,11 +67,12 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        conn.execute("COMMIT")
     except BaseException:
+        # also when COMMIT itself failed (a full disk): leave no transaction open behind us
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 class GroupCommitter:
@@ -74,8 +83,10 @@ class GroupCommitter:
         conn: sqlite3.Connection,
         loop: asyncio.AbstractEventLoop,
         on_commit: Callable[[float, int], None] | None = None,
+        hooks: TransactionHooks | None = None,
     ) -> None:
         self._conn = conn
+        self._hooks = hooks
         self._loop = loop
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._on_commit = on_commit
@@ -146,7 +157,7 @@ class GroupCommitter:
     ) -> list[tuple[asyncio.Future[Any], bool, Any]]:
         started = time.perf_counter()
         try:
-            with transaction(self._conn) as conn:
+            with self._transaction() as conn:
                 results = [op(conn) for op, _ in batch]
         except Exception as exc:  # one bad operation must not fail the others: retry each alone
             if len(batch) == 1:
@@ -158,10 +169,24 @@ class GroupCommitter:
 
     def _commit_alone(self, op: Operation, fut: asyncio.Future[Any]) -> tuple[asyncio.Future[Any], bool, Any]:
         try:
-            with transaction(self._conn) as conn:
+            with self._transaction() as conn:
                 return (fut, True, op(conn))
         except Exception as exc:
             return (fut, False, _mapped(exc))
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """:func:`transaction`, telling the hooks whether it committed (in-memory state that
+        mirrors the database must follow commits, never rolled-back work)."""
+        try:
+            with transaction(self._conn) as conn:
+                yield conn
+        except BaseException:
+            if self._hooks is not None:
+                self._hooks.rolled_back()
+            raise
+        if self._hooks is not None:
+            self._hooks.committed()
 
 
 def _mapped(exc: Exception) -> Exception:

@@ -136,8 +136,7 @@ async def test_retention_purges_only_what_every_output_has(tmp_path: Path) -> No
     await buffer.advance("b", Position(3, 2))  # b is inside event 3
     report = await buffer.maintain(now=1103.5)
     assert report.events_purged == 2  # events 1 and 2
-    assert report.transport_ids_expired == 3  # t1..t3 are older than 100 s
-    assert report.body_hashes_expired == 3
+    assert report.dedup_keys_expired == 6  # transport ids and body hashes of events 1..3 (> 100 s old)
     assert report.bytes_freed == len(b'{"n":1}') + len(b'{"n":2}')
     assert [r[0] for r in rows(buffer.path, "SELECT id FROM events")] == [3, 4]
     await buffer.advance("a", Position(5, 0))
@@ -230,3 +229,61 @@ def test_c19_kill_during_a_large_append_keeps_every_acknowledged_event(tmp_path:
     assert ids[:3] == [1, 2, 3]
     assert len(ids) == 4, "the torn 4th delivery must not appear"
     assert rows(state / "buffer.db", "PRAGMA integrity_check") == [("ok",)]
+
+
+async def test_dedup_keys_expire_in_memory_too(tmp_path: Path) -> None:
+    buffer = SqliteBuffer.open(tmp_path, outputs=["a"], dedup_window=100.0)
+    await buffer.append(webhook(1, transport_id="old", at=time.time() - 200))
+    await buffer.maintain()
+    again = await buffer.append(webhook(1, transport_id="old"))
+    await buffer.close()
+    assert not again.duplicate, "a key older than the window no longer deduplicates"
+
+
+async def test_a_rolled_back_append_leaves_no_dedup_key_behind(tmp_path: Path) -> None:
+    """A delivery that failed to store (503) must be stored when the sender retries it."""
+    buffer = SqliteBuffer.open(tmp_path, outputs=["a"])
+    failing = webhook(7, transport_id="retry-me")
+
+    def explode(conn: sqlite3.Connection) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    # the append and a failing operation share one transaction; the batch rolls back and the
+    # append is retried alone, so its key must exist exactly once, from the committed retry
+    results = await asyncio.gather(buffer.append(failing), buffer._writer.submit(explode), return_exceptions=True)
+    assert not isinstance(results[0], BaseException) and not results[0].duplicate
+    retry = await buffer.append(failing)
+    await buffer.close()
+    assert retry.duplicate and retry.event_id == results[0].event_id
+    assert len(rows(buffer.path, "SELECT id FROM events")) == 1
+
+
+async def test_schema_2_dedup_tables_are_migrated(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "buffer.db")
+    conn.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+        "INSERT INTO meta VALUES ('schema_version', '2');"
+        "CREATE TABLE transport_ids (transport_id TEXT PRIMARY KEY, seen_at REAL NOT NULL, event_id INTEGER);"
+        "CREATE TABLE body_hashes (body_sha256 TEXT PRIMARY KEY, seen_at REAL NOT NULL, event_id INTEGER);"
+        "CREATE TABLE cursors (output TEXT PRIMARY KEY, event_id INTEGER NOT NULL, record_index INTEGER NOT NULL,"
+        " delivered INTEGER NOT NULL DEFAULT 0, updated_at REAL NOT NULL, last_error TEXT, last_error_at REAL,"
+        " paused TEXT) WITHOUT ROWID;"
+        "CREATE TABLE dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT, output TEXT NOT NULL,"
+        " record_id TEXT NOT NULL,"
+        " event_id INTEGER NOT NULL, record_index INTEGER NOT NULL, reason TEXT NOT NULL, attempts INTEGER NOT NULL,"
+        " failed_at REAL NOT NULL, message BLOB NOT NULL, time_ms INTEGER NOT NULL DEFAULT 0, severity TEXT,"
+        " action TEXT NOT NULL DEFAULT 'introduced', document BLOB);"
+    )
+    now = time.time()
+    conn.execute("INSERT INTO transport_ids VALUES ('tid-1', ?, 4)", (now,))
+    conn.execute("INSERT INTO body_hashes VALUES (?, ?, 4)", (f"{1:064x}", now))
+    conn.commit()
+    conn.close()
+    buffer = SqliteBuffer.open(tmp_path, outputs=["a"])
+    by_tid = await buffer.append(webhook(9, transport_id="tid-1"))
+    by_body = await buffer.append(webhook(1, transport_id="tid-2"))
+    await buffer.close()
+    assert by_tid.duplicate and by_tid.event_id == 4
+    assert by_body.duplicate and by_body.event_id == 4
+    tables = {name for (name,) in rows(buffer.path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "dedup_keys" in tables and not {"transport_ids", "body_hashes"} & tables
