@@ -53,8 +53,15 @@ def server_ssl_context(files: TlsFiles) -> ssl.SSLContext:
 
 
 def load_certificate(context: ssl.SSLContext, files: TlsFiles) -> None:
-    """(Re)load the certificate; new connections use it at once (SIGHUP reload after renewal)."""
+    """(Re)load the certificate; new connections use it at once (SIGHUP reload after renewal).
+
+    OpenSSL installs the certificate before it checks the key against it, so a failed
+    load_cert_chain() on the live context would leave it holding a certificate without its
+    key and every new handshake would fail. The pair is therefore proven on a throwaway
+    context first and only then installed.
+    """
     try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(files.cert, files.key)
         context.load_cert_chain(files.cert, files.key)
     except (OSError, ssl.SSLError) as exc:
         raise StartupError(
