@@ -231,6 +231,7 @@ class Service:
         elif (refused := buffer.admission()) is not None:
             problems.append(
                 {
+                    "file_lost": "buffer file deleted or replaced: deliveries are refused, restart the service",
                     "disk_full": "disk full: deliveries are refused",
                     "backpressure": "buffer above its high-water mark: deliveries are refused",
                 }[refused]

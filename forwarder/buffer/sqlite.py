@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 
 from forwarder.buffer.dedup import BODY, TRANSPORT, DedupIndex, dedup_key
+from forwarder.buffer.lock import DirectoryLock
 from forwarder.buffer.salvage import SalvageReport, check_and_salvage
 from forwarder.buffer.schema import DDL, MIGRATIONS, SCHEMA_VERSION
 from forwarder.buffer.space import Reserve
@@ -25,6 +26,7 @@ from forwarder.types import Position, Record, StoredEvent, Webhook
 
 DB_NAME = "buffer.db"
 PURGE_CHUNK = 256  # events deleted per transaction; maintain() repeats until none are left
+FILE_CHECK_INTERVAL = 1.0  # seconds between checks that the database file is still ours
 VACUUM_CHUNK = 256  # free pages handed back per transaction (1 MiB at the default page size)
 log = logging.getLogger("forwarder.buffer")
 
@@ -84,7 +86,18 @@ class BufferState:
     backpressure: bool = False
     disk_full: bool = False
     disk_full_since: float | None = None
+    # The database file was deleted or replaced under the running daemon: anything committed now
+    # would go to an unlinked inode and vanish at the next restart, so deliveries are refused.
+    file_lost: bool = False
     salvage: SalvageReport | None = field(default=None)
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def connect(path: Path, *, new: bool = False) -> sqlite3.Connection:
@@ -130,8 +143,10 @@ class SqliteBuffer:
         state: BufferState,
         dedup: DedupIndex,
         on_commit: Callable[[float, int], None] | None,
+        lock: DirectoryLock | None = None,
     ) -> None:
         self.path = path
+        self._lock = lock
         self.state = state
         self.limits = limits
         self._conn = conn
@@ -144,6 +159,8 @@ class SqliteBuffer:
         self._subscribers: list[asyncio.Event] = []
         self._reserve = Reserve(path.parent, limits.reserve_bytes)
         self._stats: sqlite3.Connection | None = None
+        self._identity = _file_identity(path)
+        self._identity_checked = time.monotonic()
 
     @classmethod
     def open(
@@ -172,12 +189,17 @@ class SqliteBuffer:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise StorageError(f"cannot create state directory {directory}: {exc.strerror}") from exc
+        lock = DirectoryLock.acquire(directory)
         path = directory / DB_NAME
         state = BufferState()
-        if path.exists():
-            state.salvage = check_and_salvage(path, outputs, mode=integrity_check, connect=connect)
-        created = not path.exists()
-        conn = connect(path, new=created)
+        try:
+            if path.exists():
+                state.salvage = check_and_salvage(path, outputs, mode=integrity_check, connect=connect)
+            created = not path.exists()
+            conn = connect(path, new=created)
+        except BaseException:
+            lock.release()
+            raise
         try:
             _prepare(conn, outputs)
             state.stored_bytes = conn.execute("SELECT COALESCE(SUM(length(body)), 0) FROM events").fetchone()[0]
@@ -185,6 +207,7 @@ class SqliteBuffer:
             dedup.load(conn, time.time() - dedup_window)
         except sqlite3.Error as exc:
             conn.close()
+            lock.release()
             raise storage_error(exc) from exc
         if created:
             _fsync_dir(directory)  # the new file's directory entry must be durable too
@@ -200,6 +223,7 @@ class SqliteBuffer:
             state=state,
             dedup=dedup,
             on_commit=on_commit,
+            lock=lock,
         )
         if not buffer._reserve.ensure():
             state.disk_full, state.disk_full_since = True, time.time()
@@ -209,12 +233,37 @@ class SqliteBuffer:
     # --- receiver side ------------------------------------------------------------------------------
 
     def admission(self) -> str | None:
-        """Why new deliveries must be refused right now (``disk_full``, ``backpressure``), or None."""
+        """Why new deliveries must be refused right now (``file_lost``, ``disk_full``,
+        ``backpressure``), or None."""
+        now = time.monotonic()
+        if now - self._identity_checked >= FILE_CHECK_INTERVAL:
+            self._identity_checked = now
+            self.check_file()
+        if self.state.file_lost:
+            return "file_lost"
         if self.state.disk_full:
             return "disk_full"
         if self.state.backpressure:
             return "backpressure"
         return None
+
+    def check_file(self) -> bool:
+        """Whether the database file on disk is still the one this process has open.
+
+        Someone deleting the state directory (a cleanup script, a mistaken ``rm -rf``) leaves
+        SQLite writing happily into an unlinked file; acknowledging into it would be a lie. The
+        loss is sticky: the open file still drains to the outputs, and a restart starts afresh.
+        """
+        if not self.state.file_lost and _file_identity(self.path) != self._identity:
+            self.state.file_lost = True
+            log.error(
+                "the buffer file was deleted or replaced while the daemon runs; new deliveries are refused with "
+                "503 so none is acknowledged into a file that no longer exists. Events already stored keep "
+                "shipping from the open file: restart the service once `snyk-forwarder status` shows nothing "
+                "pending (a restart starts a new, empty buffer)",
+                extra={"path": str(self.path)},
+            )
+        return not self.state.file_lost
 
     async def append(self, webhook: Webhook) -> AppendResult:
         """Store one verified delivery. Returns after the COMMIT holding it (fsynced).
@@ -360,6 +409,8 @@ class SqliteBuffer:
         self._conn.close()
         if self._stats is not None:
             self._stats.close()
+        if self._lock is not None:
+            self._lock.release()
 
     # --- space ---------------------------------------------------------------------------------------
 

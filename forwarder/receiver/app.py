@@ -47,6 +47,12 @@ _MAX_HEADER_TEXT = 256
 _JSON = (b"content-type", b"application/json")
 # Answers while the buffer cannot take more; checked before the body is read (nothing is stored).
 REFUSALS = {
+    "file_lost": Unavailable(
+        "the forwarder's buffer file was deleted or replaced, so the event cannot be stored durably and was NOT "
+        "accepted; retry later (operators: restart the service, see its log)",
+        retry_after=60,
+        code="buffer_lost",
+    ),
     "disk_full": Unavailable(
         "the forwarder's disk is full, so the event cannot be stored durably and was NOT accepted; retry later "
         "(operators: free space in the state directory)",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from forwarder.buffer import SqliteBuffer
+from forwarder.buffer.lock import DirectoryInUse, DirectoryLock
 from forwarder.buffer.sqlite import DeadLetter
 from forwarder.buffer.writer import GroupCommitter
 from forwarder.errors import StorageError
@@ -287,3 +289,58 @@ async def test_schema_2_dedup_tables_are_migrated(tmp_path: Path) -> None:
     assert by_body.duplicate and by_body.event_id == 4
     tables = {name for (name,) in rows(buffer.path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert "dedup_keys" in tables and not {"transport_ids", "body_hashes"} & tables
+
+
+async def test_a_second_opener_of_the_state_directory_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    buffer = SqliteBuffer.open(tmp_path, outputs=["a"])
+    try:
+        with pytest.raises(DirectoryInUse, match=rf"pid {os.getpid()}\b.*{tmp_path}"):
+            SqliteBuffer.open(tmp_path, outputs=["a"])
+    finally:
+        await buffer.close()
+    again = SqliteBuffer.open(tmp_path, outputs=["a"])  # the lock goes with the holder
+    await again.close()
+
+
+def test_the_lock_of_a_killed_daemon_does_not_block_the_restart(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from forwarder.buffer.lock import "
+            "DirectoryLock; DirectoryLock.acquire(Path(sys.argv[1])); print('locked', flush=True); time.sleep(60)",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+        with pytest.raises(DirectoryInUse, match=f"pid {holder.pid}"):
+            DirectoryLock.acquire(tmp_path)
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+        assert holder.stdout is not None
+        holder.stdout.close()
+    DirectoryLock.acquire(tmp_path).release()
+
+
+async def test_a_deleted_buffer_file_refuses_deliveries_but_keeps_draining(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("forwarder.buffer.sqlite.FILE_CHECK_INTERVAL", 0.0)
+    buffer = SqliteBuffer.open(tmp_path / "state", outputs=["a"])
+    reader = buffer.reader()  # a running shipper's connection
+    try:
+        await buffer.append(webhook(1))
+        assert buffer.admission() is None
+        shutil.rmtree(tmp_path / "state")
+        assert buffer.admission() == "file_lost"
+        assert buffer.admission() == "file_lost"  # sticky, and logged once
+        lost = [r for r in caplog.records if "deleted or replaced" in r.getMessage()]
+        assert len(lost) == 1 and "restart the service" in lost[0].getMessage()
+        page = await reader.events_from(0)  # what was stored still ships
+        assert [e.webhook.body for e in page] == [b'{"n":1}']
+    finally:
+        reader.close()
+        await buffer.close()

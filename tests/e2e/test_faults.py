@@ -308,3 +308,42 @@ def _rss_kib(daemon: Daemon) -> int:
 
 def _unused(_: ThreadPoolExecutor, __: signal.Signals) -> None:
     return None
+
+
+def test_a_deleted_state_directory_refuses_deliveries_and_says_restart(workdir: Path, test_ca: LocalCA) -> None:
+    out = workdir / "records.jsonl"
+    state = workdir / "state"
+    daemon = Daemon(workdir / "d", config_text(state, test_ca, outputs(out))).start()
+    try:
+        with daemon.client(test_ca.ca_file) as client:
+            assert post(client, body("BEFORE")).status_code == 202
+            wait_until(lambda: len(read_jsonl(out)) == 3, 30, "the first delivery in the file")
+            shutil.rmtree(state)
+            answers: list[httpx.Response] = []
+            wait_until(
+                lambda: answers.append(post(client, body(f"AFTER{len(answers)}"))) or answers[-1].status_code == 503,
+                10,
+                "a 503",
+            )
+            refused = answers[-1]
+            assert refused.json()["error"] == "buffer_lost" and int(refused.headers["retry-after"]) > 0
+            assert "restart the service" in refused.json()["message"]
+            ready = httpx.get(f"http://127.0.0.1:{daemon.admin_port}/readyz", timeout=10)
+            assert ready.status_code == 503 and "buffer file deleted or replaced" in ready.text
+        lost = [e for e in daemon.logs() if "deleted or replaced" in e.get("message", "")]
+        assert len(lost) == 1 and lost[0]["level"] == "ERROR"
+    finally:
+        daemon.stop()
+
+
+def test_a_second_daemon_on_the_same_state_directory_exits_69_naming_the_first(workdir: Path, test_ca: LocalCA) -> None:
+    config = config_text(workdir / "state", test_ca, outputs(workdir / "records.jsonl"))
+    first = Daemon(workdir / "first", config).start()
+    try:
+        second = Daemon(workdir / "second", config)
+        with pytest.raises(RuntimeError, match="exited with 69"):
+            second.start()
+        assert first.proc is not None
+        assert f"pid {first.proc.pid}" in second.log_path.read_text()
+    finally:
+        first.stop()
