@@ -27,6 +27,18 @@ class _DropColor(logging.Filter):
         return True
 
 
+class _DropReplaced(logging.Filter):
+    """uvicorn lines the forwarder reports better itself: start and stop (once, not per server)
+    and the connection limit (with the setting to raise, rate-limited; see receiver.protocol)."""
+
+    REPLACED = frozenset(
+        {"Started server process [%d]", "Finished server process [%d]", "Shutting down", "Exceeded concurrency limit."}
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg not in self.REPLACED
+
+
 def configure(level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
@@ -42,4 +54,6 @@ def configure(level: str = "info") -> None:
     root.setLevel(level.upper())
     # uvicorn's own access log would print every request line; our receiver logs what matters.
     logging.getLogger("uvicorn.access").disabled = True
-    logging.getLogger("uvicorn.error").setLevel(max(logging.INFO, root.level))
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.setLevel(max(logging.INFO, root.level))
+    uvicorn_log.addFilter(_DropReplaced())

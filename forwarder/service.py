@@ -51,6 +51,7 @@ from forwarder.listener import (
 )
 from forwarder.notify import Notifier
 from forwarder.receiver import Verifier, WebhookEndpoint, build_app
+from forwarder.receiver.protocol import protocol_class
 
 __all__ = ["Service", "StartupError", "run"]
 
@@ -157,7 +158,7 @@ class Service:
         context = self._ssl
         uv_config = uvicorn.Config(
             build_app(self._webhooks, listen.path),
-            http="httptools",
+            http=protocol_class(listen.header_timeout),
             lifespan="off",
             log_config=None,
             access_log=False,

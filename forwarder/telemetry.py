@@ -94,6 +94,32 @@ def webhook_rejected(
     )
 
 
+def headers_timed_out(client: str | None, timeout: float, mid_request: bool) -> None:
+    # An idle connection closed is routine (debug); one cut off mid-headers is worth seeing.
+    receiver_log.log(
+        logging.INFO if mid_request else logging.DEBUG,
+        "connection closed: request headers not complete in time (listen.header_timeout)",
+        extra={"client": client, "timeout_s": timeout, "mid_request": mid_request},
+    )
+
+
+_exhausted = {"last": 0.0, "since": 0}
+CONNECTIONS_EXHAUSTED_EVERY = 10.0  # seconds between repeats of the warning while it lasts
+
+
+def connections_exhausted(limit: int) -> None:
+    """Once per ten seconds at most, with the count in between: an overload must not also flood the log."""
+    _exhausted["since"] += 1
+    now = time.monotonic()
+    if now - _exhausted["last"] >= CONNECTIONS_EXHAUSTED_EVERY:
+        receiver_log.warning(
+            "at the connection limit: new requests get 503 with Retry-After; raise listen.max_connections "
+            "if the host has room, or add an instance behind the load balancer",
+            extra={"max_connections": limit, "refused": _exhausted["since"]},
+        )
+        _exhausted["last"], _exhausted["since"] = now, 0
+
+
 # --- shippers --------------------------------------------------------------------------------------------
 
 

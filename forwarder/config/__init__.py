@@ -8,6 +8,7 @@ directory of the config file (or the working directory for the embedded default)
 from __future__ import annotations
 
 import re
+import ssl
 import tomllib
 from dataclasses import replace
 from pathlib import Path
@@ -85,6 +86,7 @@ def _listen(t: Table) -> ListenConfig:
         plain_http=t.boolean("plain_http", d.plain_http),
         max_body_bytes=t.size("max_body_bytes", d.max_body_bytes, minimum=1024),
         max_inflight_body_bytes=t.size("max_inflight_body_bytes", d.max_inflight_body_bytes, minimum=1024),
+        header_timeout=t.duration("header_timeout", d.header_timeout, minimum=0.01),
         body_timeout=t.duration("body_timeout", d.body_timeout, minimum=0.01),
         body_idle_timeout=t.duration("body_idle_timeout", d.body_idle_timeout, minimum=0.01),
         keep_alive_timeout=t.duration("keep_alive_timeout", d.keep_alive_timeout, minimum=0.1),
@@ -116,7 +118,26 @@ def _listen(t: Table) -> ListenConfig:
         path = getattr(cfg, name)
         if path is not None and not path.is_file():
             raise t.error(name, f"file {path} does not exist", hint="give the path of a PEM file")
+    if cfg.tls_cert is not None and cfg.tls_key is not None:
+        _check_key_pair(t, cfg.tls_cert, cfg.tls_key)
     return cfg
+
+
+def _check_key_pair(t: Table, cert: Path, key: Path) -> None:
+    """Load the pair the way the listener will, so a mismatch fails check-config, not the 3 a.m. restart."""
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except PermissionError as exc:
+        raise t.error(
+            "tls_key", f"cannot read {exc.filename}", hint="make it readable by the user the service runs as"
+        ) from None
+    except (OSError, ssl.SSLError) as exc:
+        raise t.error(
+            "tls_key",
+            f"the key {key} does not go with the certificate {cert}, or one of them is not PEM ({exc})",
+            hint="give the key the certificate was issued for (openssl x509 -noout -pubkey -in CERT and "
+            "openssl pkey -pubout -in KEY must print the same key)",
+        ) from None
 
 
 def _webhook(t: Table) -> WebhookConfig:

@@ -34,6 +34,9 @@ class ListenConfig:
     max_body_bytes: int = 64 * MiB
     # Bodies are held in memory until stored; this caps the sum over concurrent requests.
     max_inflight_body_bytes: int = 256 * MiB
+    # From the first byte of a request (or the connection's opening) to the end of its headers:
+    # Snyk sends its headers at once, so a client slower than this is a slowloris or a dead peer.
+    header_timeout: float = 10.0
     body_timeout: float = 120.0
     body_idle_timeout: float = 30.0
     keep_alive_timeout: float = 5.0

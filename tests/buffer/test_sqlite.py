@@ -326,9 +326,8 @@ def test_the_lock_of_a_killed_daemon_does_not_block_the_restart(tmp_path: Path) 
 
 
 async def test_a_deleted_buffer_file_refuses_deliveries_but_keeps_draining(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr("forwarder.buffer.sqlite.FILE_CHECK_INTERVAL", 0.0)
     buffer = SqliteBuffer.open(tmp_path / "state", outputs=["a"])
     reader = buffer.reader()  # a running shipper's connection
     try:
