@@ -77,6 +77,7 @@ class ServiceGauges:
     disk_full: bool
     backpressure: bool
     outputs: list[OutputGauge]
+    body_bytes_in_memory: int = 0
 
 
 class ServiceCollector(Collector):
@@ -97,6 +98,11 @@ class ServiceCollector(Collector):
         yield GaugeMetricFamily("snyk_forwarder_buffer_disk_full", "1 while the disk is full.", float(state.disk_full))
         yield GaugeMetricFamily(
             "snyk_forwarder_buffer_backpressure", "1 while above the high-water mark.", float(state.backpressure)
+        )
+        yield GaugeMetricFamily(
+            "snyk_forwarder_receiver_body_bytes_in_memory",
+            "Bytes reserved for request bodies being read (capped by listen.max_inflight_body_bytes).",
+            state.body_bytes_in_memory,
         )
         pending = GaugeMetricFamily(
             "snyk_forwarder_output_pending_events", "Stored events not yet fully delivered.", labels=["output"]

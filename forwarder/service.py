@@ -261,6 +261,7 @@ class Service:
             disk_full=bool(state and state.disk_full),
             backpressure=bool(state and state.backpressure),
             outputs=outputs,
+            body_bytes_in_memory=self._webhooks.body_bytes_in_memory if self._webhooks else 0,
         )
 
     # --- reloading -----------------------------------------------------------------------------------------
@@ -329,6 +330,10 @@ class Service:
 
     def _begin_stop(self, reason: str) -> None:
         telemetry.shutting_down(reason)
+        if self._webhooks is not None:
+            # Bodies still arriving near the end of the drain period get a clean 503 just before
+            # uvicorn would cancel them (500); most uploads finish well within it.
+            self._webhooks.shutdown(grace=self.config.listen.drain_timeout * 0.8)
         self.notifier.stopping(f"stopping ({reason})")
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:

@@ -66,13 +66,27 @@ class FileOutput:
         return Delivered()
 
     async def healthcheck(self) -> None:
-        try:
-            await asyncio.to_thread(self._open_if_needed)
-        except OSError as exc:
+        """Whether the file could be appended to, without creating anything: ``check-config
+        --probe`` often runs as root, and a root-owned file or directory made here would lock the
+        service user out. Missing directories are fine when the nearest existing one is writable
+        (sending creates them)."""
+        path = self.settings.path
+        if path.exists():
+            if not path.is_file():
+                raise OutputError(f"{path} exists but is not a regular file; give the path of a file")
+            if not os.access(path, os.W_OK):
+                raise OutputError(f"cannot append to {path}: not writable; let the service user write it")
+            return
+        ancestor = path.parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise OutputError(f"cannot create {path}: {ancestor} is not a directory; fix the output's path")
+        if not os.access(ancestor, os.W_OK | os.X_OK):
             raise OutputError(
-                f"cannot open {self.settings.path} for appending: {exc.strerror or exc}; "
-                "check the directory exists and the service user may write it"
-            ) from exc
+                f"cannot create {path}: {ancestor} is not writable; create the directory and let the service "
+                "user write it"
+            )
 
     async def aclose(self) -> None:
         self._close()

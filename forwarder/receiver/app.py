@@ -16,6 +16,7 @@ A repeated ``X-Snyk-Transport-ID`` is answered 200 without storing again.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import time
@@ -34,7 +35,7 @@ from forwarder import telemetry
 from forwarder.buffer.sqlite import AppendResult
 from forwarder.config.model import ListenConfig
 from forwarder.errors import BadRequest, BadSignature, ReceiveError, StorageError, Unavailable
-from forwarder.receiver.body import MemoryBudget, read_body
+from forwarder.receiver.body import SHUTTING_DOWN, MemoryBudget, ReadTimers, read_body
 from forwarder.receiver.verify import Verifier
 from forwarder.types import Webhook
 
@@ -86,6 +87,19 @@ class WebhookEndpoint:
         self._listen = listen
         self._budget = MemoryBudget(listen.max_inflight_body_bytes)
         self._clock = clock
+        self._reads = ReadTimers()
+        self._stopping = False
+
+    @property
+    def body_bytes_in_memory(self) -> int:
+        return self._budget.limit - self._budget.available
+
+    def shutdown(self, grace: float) -> None:
+        """Refuse new requests now and cut off body reads still going after ``grace`` seconds,
+        each with a clean 503, before the server's own drain timeout would cancel them (500)."""
+        loop = asyncio.get_running_loop()
+        loop.call_soon_threadsafe(loop.call_later, grace, self._reads.expire)  # may run in a signal handler
+        self._stopping = True
 
     def update_limits(self, listen: ListenConfig) -> None:
         """New body limits from a reload; requests already reading keep the ones they started with."""
@@ -112,6 +126,8 @@ class WebhookEndpoint:
         event_name = _text(event)
         tid = _text(transport_id)
         try:
+            if self._stopping:
+                raise SHUTTING_DOWN
             refused = self._admission()
             if refused is not None:
                 raise REFUSALS[refused]
@@ -122,6 +138,7 @@ class WebhookEndpoint:
                 budget=self._budget,
                 total_timeout=self._listen.body_timeout,
                 idle_timeout=self._listen.body_idle_timeout,
+                timers=self._reads,
             )
             status, answer = await self._handle(
                 body, signature if signatures == 1 else None, event_name, tid, _text(timestamp)

@@ -69,6 +69,41 @@ class MemoryBudget:
                 future.set_result(None)
 
 
+SHUTTING_DOWN = Unavailable(
+    "the forwarder is shutting down and did NOT accept the event; retry (another instance, or this one after "
+    "its restart, will take it)",
+    retry_after=5,
+    code="shutting_down",
+)
+
+
+class ReadTimers:
+    """The deadlines of the bodies being read now, so a shutdown can cut them short.
+
+    uvicorn cancels requests still running when its graceful period ends, which answers 500 with
+    a traceback. Expiring the reads a little earlier instead lets each one answer a clean 503
+    (retry later): the client, Snyk, re-sends to the next instance or after the restart.
+    """
+
+    def __init__(self) -> None:
+        self.expired = False
+        self._timers: set[asyncio.Timeout] = set()
+
+    def expire(self) -> None:
+        self.expired = True
+        now = asyncio.get_running_loop().time()
+        for timer in self._timers:
+            timer.reschedule(now)
+
+    def add(self, timer: asyncio.Timeout) -> None:
+        if self.expired:
+            timer.reschedule(asyncio.get_running_loop().time())
+        self._timers.add(timer)
+
+    def discard(self, timer: asyncio.Timeout) -> None:
+        self._timers.discard(timer)
+
+
 async def read_body(
     receive: Any,
     *,
@@ -77,6 +112,7 @@ async def read_body(
     budget: MemoryBudget,
     total_timeout: float,
     idle_timeout: float,
+    timers: ReadTimers | None = None,
 ) -> tuple[bytes, int]:
     """The complete body and the number of budget bytes now held (the caller releases them)."""
     if content_length is not None and content_length > max_bytes:
@@ -84,13 +120,18 @@ async def read_body(
     held = 0
     chunks: list[bytes] = []
     size = 0
+    loop = asyncio.get_running_loop()
     started = time.monotonic()
+    timer = asyncio.timeout(idle_timeout)
+    if timers is not None:
+        timers.add(timer)
     try:
-        if content_length:
-            await budget.acquire(content_length, total_timeout)
-            held = content_length
-        async with asyncio.timeout(idle_timeout) as timer:
-            loop = asyncio.get_running_loop()
+        async with timer:
+            if content_length:
+                timer.reschedule(loop.time() + total_timeout)  # waiting for memory may take the whole budget
+                await budget.acquire(content_length, total_timeout)
+                held = content_length
+                timer.reschedule(loop.time() + idle_timeout)
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
@@ -110,6 +151,8 @@ async def read_body(
                 timer.reschedule(loop.time() + max(0.0, deadline - time.monotonic()))
     except TimeoutError:
         budget.release(held)
+        if timers is not None and timers.expired:
+            raise SHUTTING_DOWN from None
         raise BodyTimeout(
             f"request body not received within the time limit (listen.body_timeout "
             f"{total_timeout:g}s, body_idle_timeout {idle_timeout:g}s); check the network path "
@@ -118,6 +161,9 @@ async def read_body(
     except BaseException:
         budget.release(held)
         raise
+    finally:
+        if timers is not None:
+            timers.discard(timer)
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     return body, held
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -234,3 +235,42 @@ def test_operator_cli_status_replay_flatten_and_probe(workdir: Path, test_ca: Lo
     )
     assert flat.returncode == 0 and len(flat.stdout.splitlines()) == 3
     assert all(line.startswith("CEF:0|Snyk|Snyk|1.0|") for line in flat.stdout.splitlines())
+
+
+def test_sigterm_during_a_slow_upload_answers_503_retry_not_500(workdir: Path, test_ca: LocalCA) -> None:
+    """The drain period (3 s here) ends with a clean "retry later", never a cancelled request."""
+    config = config_text(workdir / "state", test_ca, file_output("local", workdir / "out.jsonl"))
+    daemon = Daemon(workdir / "d", config).start()
+    body = snapshot_body([issue("SLOW-1")])
+    context = ssl.create_default_context(cafile=str(test_ca.ca_file))
+    with (
+        socket.create_connection(("127.0.0.1", daemon.port), timeout=30) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as conn,
+    ):
+        head = (
+            f"POST /webhooks/snyk HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            f"X-Snyk-Event: project_snapshot/v0\r\nX-Hub-Signature: {sign(body)}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        conn.sendall(head.encode() + body[:10])  # ...and the rest never comes
+        metrics = f"http://127.0.0.1:{daemon.admin_port}/metrics"
+        reading = f"snyk_forwarder_receiver_body_bytes_in_memory {float(len(body))}"
+        wait_until(lambda: reading in httpx.get(metrics, timeout=10).text, 10, "the body read to start")
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGTERM)
+        answer = b""
+        for _ in range(1000):  # bounded by the socket timeout too
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+            if b"\r\n\r\n" in answer and answer.rstrip().endswith(b"}"):
+                break
+    status, _, rest = answer.partition(b"\r\n")
+    assert status.startswith(b"HTTP/1.1 503"), answer
+    headers, _, payload = rest.partition(b"\r\n\r\n")
+    assert b"retry-after: 5" in headers.lower()
+    assert json.loads(payload)["error"] == "shutting_down"
+    assert daemon.proc.wait(timeout=15) == 0
+    logs = daemon.log_path.read_text()
+    assert "Traceback" not in logs and '"status": 500' not in logs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -34,8 +35,28 @@ async def test_an_unwritable_path_is_a_retry_and_a_failed_healthcheck(tmp_path: 
     output = FileOutput("f", FileSettings(path=blocker / "records.jsonl"))
     outcome = await output.send([message(1)])
     assert isinstance(outcome, Retry) and "records.jsonl" in outcome.reason
-    with pytest.raises(OutputError, match="service user may write"):
+    with pytest.raises(OutputError, match="not-a-dir is not a directory"):
         await output.healthcheck()
+
+
+async def test_the_healthcheck_creates_nothing(tmp_path: Path) -> None:
+    """check-config --probe runs as root: a file or directory it made would be root's."""
+    output = FileOutput("f", FileSettings(path=tmp_path / "new" / "dir" / "records.jsonl"))
+    await output.healthcheck()
+    assert list(tmp_path.iterdir()) == []
+    existing = tmp_path / "records.jsonl"
+    existing.write_text("")
+    await FileOutput("f", FileSettings(path=existing)).healthcheck()
+    with pytest.raises(OutputError, match="not a regular file"):
+        await FileOutput("f", FileSettings(path=tmp_path)).healthcheck()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+async def test_the_healthcheck_names_an_unwritable_directory(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(OutputError, match="locked is not writable"):
+        await FileOutput("f", FileSettings(path=locked / "records.jsonl")).healthcheck()
 
 
 async def test_cef_and_leef_lines_in_a_file(tmp_path: Path) -> None:

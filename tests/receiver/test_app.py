@@ -16,7 +16,7 @@ from forwarder.config.model import ListenConfig
 from forwarder.errors import DiskFull
 from forwarder.receiver import Verifier, WebhookEndpoint, build_app
 from forwarder.types import Webhook
-from tests.helpers import BODY_A_SIGNATURE, PING_BODY, PING_SIGNATURE, SECRET, sample, sign
+from tests.helpers import BODY_A_SIGNATURE, PING_BODY, PING_SIGNATURE, SECRET, issue, sample, sign, snapshot_body
 
 pytestmark = pytest.mark.anyio
 BODY_A = sample("body_a.json")
@@ -232,3 +232,19 @@ async def test_memory_budget_queues_bodies_instead_of_failing(tmp_path: Path) ->
         )
     await buffer.close()
     assert [r.status_code for r in results] == [202] * 5
+
+
+async def test_after_shutdown_begins_new_requests_get_503_and_store_nothing(tmp_path: Path) -> None:
+    buffer = SqliteBuffer.open(tmp_path / "state", outputs=["local"])
+    endpoint = WebhookEndpoint(verifier=Verifier([SECRET]), store=buffer.append, listen=ListenConfig())
+    transport = httpx.ASGITransport(app=build_app(endpoint, PATH))
+    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
+        endpoint.shutdown(grace=60.0)
+        body = snapshot_body([issue("LATE")])
+        response = await client.post(
+            PATH, content=body, headers={"X-Snyk-Event": "project_snapshot/v0", "X-Hub-Signature": sign(body)}
+        )
+    assert response.status_code == 503 and response.headers["retry-after"] == "5"
+    assert response.json()["error"] == "shutting_down"
+    assert Harness(client, buffer).count() == 0
+    await buffer.close()
