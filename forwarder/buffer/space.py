@@ -16,12 +16,24 @@ import os
 from pathlib import Path
 
 RESERVE_NAME = "reserve.bin"
+# The reserve never takes more than this share of the filesystem: on a small volume (a 256 MiB
+# tmpfs, a container's scratch disk) a fixed reserve, and recover()'s twice-the-reserve test,
+# would otherwise leave the buffer "disk full" before it ever stored anything.
+MAX_SHARE = 0.02
+
+
+def reserve_size(directory: Path, configured: int) -> int:
+    """``buffer.reserve_bytes``, capped at 2 % of the filesystem the buffer lives on."""
+    if configured <= 0:
+        return 0
+    stats = os.statvfs(directory)
+    return min(configured, int(stats.f_blocks * stats.f_frsize * MAX_SHARE))
 
 
 class Reserve:
     def __init__(self, directory: Path, size: int) -> None:
         self.path = directory / RESERVE_NAME
-        self.size = size
+        self.size = reserve_size(directory, size)
 
     def ensure(self) -> bool:
         """Allocate the reserve if it is missing; False when the disk has no room for it."""

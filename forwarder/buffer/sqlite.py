@@ -37,7 +37,8 @@ class BufferLimits:
     max_bytes: int = 8 << 30
     high_water: float = 0.9
     low_water: float = 0.8
-    reserve_bytes: int = 64 << 20
+    # Covers the WAL (capped at 4 MiB) several times over while draining a full disk.
+    reserve_bytes: int = 16 << 20
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,6 +60,7 @@ def parse_config(text: str, *, base_dir: Path, source: str = "<string>") -> Conf
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("<toml>", f"is not valid TOML: {exc}", hint="fix the syntax at the line shown") from None
     root = Table(data, "", base_dir)
+    root.finish(known=SECTIONS)  # a misspelt section first, not "[webhook] is required" about its twin
     config = Config(
         listen=_listen(root.table("listen")),
         webhook=_webhook(root.table("webhook", required=True)),
@@ -70,8 +71,21 @@ def parse_config(text: str, *, base_dir: Path, source: str = "<string>") -> Conf
         admin=_admin(root.table("admin")),
         source=source,
     )
-    root.finish()
+    _check_ports(config)
     return config
+
+
+SECTIONS = ("listen", "webhook", "state", "buffer", "records", "service", "admin", "outputs")
+
+
+def _check_ports(config: Config) -> None:
+    listen, admin = config.listen, config.admin
+    if admin.enabled and listen.port != 0 and admin.port == listen.port:
+        raise ConfigError(
+            "admin.port",
+            f"is the same port as listen.port ({listen.port})",
+            hint=f"give the admin endpoints their own port, e.g. admin.port = {9600 if listen.port != 9600 else 9601}",
+        )
 
 
 def _listen(t: Table) -> ListenConfig:
@@ -151,6 +165,7 @@ def _webhook(t: Table) -> WebhookConfig:
     else:
         specs = t.raw("secrets", None)
         if specs is None:
+            t.finish(known=("secret",))  # a misspelt `secert = …` is the likelier mistake: name it
             raise t.error(
                 "secret",
                 "is required: without a secret every webhook would be accepted unverified",
@@ -239,6 +254,17 @@ def _outputs(t: Table) -> tuple[OutputConfig, ...]:
         settings = output_type.parse(table)
         table.finish()
         outputs.append(OutputConfig(name=name, type=kind, delivery=delivery, settings=settings))
+    files: dict[Path, str] = {}
+    for output in outputs:
+        path = getattr(output.settings, "path", None)
+        if output.type == "file" and isinstance(path, Path):
+            if path in files:
+                raise t.error(
+                    f"{output.name}.path",
+                    f"is the same file as outputs.{files[path]}.path ({path})",
+                    hint="two outputs appending to one file interleave and duplicate records; give each its own path",
+                )
+            files[path] = output.name
     if not outputs:
         raise t.error(
             "",

@@ -68,7 +68,8 @@ class BufferConfig:
     high_water: float = 0.9
     low_water: float = 0.8
     # Preallocated and released when the disk fills, so cursor moves and purges can still be written.
-    reserve_bytes: int = 64 << 20
+    # Covers the WAL (capped at 4 MiB) several times over while draining a full disk.
+    reserve_bytes: int = 16 << 20
     # At start: "quick" (PRAGMA quick_check), "full" (integrity_check) or "off".
     integrity_check: str = "quick"
 

@@ -8,6 +8,7 @@ of mistake an operator only finds during an incident.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -60,6 +61,11 @@ def parse_size(value: object) -> int | None:
     return None
 
 
+def _close(word: str, candidates: Iterable[str]) -> str | None:
+    matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.75)
+    return matches[0] if matches else None
+
+
 class Table:
     """One TOML table plus its dotted path; getters validate and remember which keys were read."""
 
@@ -83,7 +89,14 @@ class Table:
         if name in self.data:
             return self.data[name]
         if default is _MISSING:
-            raise self.error(name, "is required", hint=f"add `{name} = …` to the [{self.path}] table")
+            near = _close(name, [k for k in self.data if k not in self._seen])
+            if near:
+                hint = f"rename `{near}` to `{name}`"
+            elif self.path:
+                hint = f"add `{name} = …` to the [{self.path}] table"
+            else:
+                hint = f"add a [{name}] section"
+            raise self.error(name, "is required", hint=hint)
         return default
 
     def string(
@@ -119,8 +132,9 @@ class Table:
         if value is default and default is not _MISSING:
             return value
         if isinstance(value, bool) or not isinstance(value, int):
+            example = value.strip() if isinstance(value, str) and value.strip().isdigit() else "10"
             raise self.error(
-                name, "must be an integer", value=value, hint=f"write a number without quotes: {name} = 10"
+                name, "must be an integer", value=value, hint=f"write a number without quotes: {name} = {example}"
             )
         self._check_range(name, value, minimum, maximum)
         return value
@@ -248,16 +262,23 @@ class Table:
             result.append((name, Table(value, self.key(name), self.base_dir)))
         return result
 
-    def finish(self) -> None:
-        """Reject keys nobody read: they are typos or options of another version."""
-        unknown = sorted(set(self.data) - self._seen)
+    def finish(self, known: Iterable[str] = ()) -> None:
+        """Reject keys nobody read: they are typos or options of another version.
+
+        ``known`` adds valid keys that were not read this time (optional ones that were absent),
+        so the hint can list and suggest them too.
+        """
+        valid = sorted(self._seen | set(known))
+        unknown = sorted(set(self.data) - set(valid))
         if unknown:
-            known = sorted(self._seen)
+            near = _close(unknown[0], valid)
+            suggestion = f"did you mean `{near}`? " if near else ""
+            what = "section" if isinstance(self.data[unknown[0]], dict) and not self.path else "setting"
             raise self.error(
                 unknown[0],
-                "is not a known setting",
+                f"is not a known {what}",
                 value=None,
-                hint="remove it or correct the spelling; known keys here: " + ", ".join(known),
+                hint=f"{suggestion}remove it or correct the spelling; valid here: " + ", ".join(valid),
             )
 
     def _check_range(

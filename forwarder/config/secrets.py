@@ -55,7 +55,13 @@ def resolve_secret(table: Table, name: str, spec: Any) -> Secret:
     """Turn one secret spec (the value found at ``table.name``) into a :class:`Secret`."""
     key = table.key(name)
     if isinstance(spec, str):
-        return _checked(key, "inline", spec, hint='put the secret in quotes, or use { env = "VAR" }')
+        return _checked(
+            key,
+            "inline",
+            spec,
+            hint="write the secret the Snyk webhook was created with (a new one: openssl rand -hex 32), "
+            'or read it with { env = "VAR" } / { file = "/path" }',
+        )
     if not isinstance(spec, dict) or len({"env", "file", "credential"} & spec.keys()) != 1:
         raise ConfigError(key, "must name exactly one secret source", value=_redacted(spec), hint="write " + _FORMS)
     unknown = set(spec) - {"env", "file", "credential", "generate"}

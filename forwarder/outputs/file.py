@@ -32,7 +32,19 @@ class FileSettings:
 
 
 def parse(t: Table) -> FileSettings:
-    return FileSettings(path=t.path_value("path"), fsync=t.boolean("fsync", True))
+    path: Path = t.path_value("path")
+    if path.is_dir():
+        raise t.error(
+            "path", f"{path} is a directory", hint=f'name a file in it, e.g. path = "{path / "records.jsonl"}"'
+        )
+    for ancestor in path.parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise t.error(
+                    "path", f"{ancestor} is a file, so {path} cannot be created under it", hint="fix the directory part"
+                )
+            break
+    return FileSettings(path=path, fsync=t.boolean("fsync", True))
 
 
 # --- encode -------------------------------------------------------------------------------------------

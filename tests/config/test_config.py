@@ -10,6 +10,7 @@ from forwarder.cli import main
 from forwarder.config import load_config, parse_config
 from forwarder.config.embedded import TEXT, embedded_config
 from forwarder.errors import ConfigError
+from tests.support.daemon import LocalCA
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,9 +53,7 @@ def test_the_shipped_configs_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
     monkeypatch.chdir(tmp_path)
     assert (REPO / "config" / "quickstart.toml").read_text() == TEXT
-    (tmp_path / "tls").mkdir()
-    (tmp_path / "tls" / "server.pem").write_text("-")
-    (tmp_path / "tls" / "server.key").write_text("-")
+    LocalCA(tmp_path / "tls")  # writes tls/server.pem and tls/server.key, a matching pair
     for path in sorted((REPO / "config").glob("*.toml")):
         copy = tmp_path / path.name
         copy.write_text(path.read_text())
@@ -119,7 +118,11 @@ def test_two_secrets_for_rotation_but_not_three_and_not_twice_the_same(tmp_path:
 @pytest.mark.parametrize(
     ("change", "key", "fix"),
     [
-        (("max_body_bytes", "[listen]\nmax_body_byte = 5\nplain_http = true"), "listen.max_body_byte", "known keys"),
+        (
+            ("max_body_bytes", "[listen]\nmax_body_byte = 5\nplain_http = true"),
+            "listen.max_body_byte",
+            "did you mean `max_body_bytes`?",
+        ),
         (
             ('path = "out.jsonl"', 'path = "out.jsonl"\nbatch_max_records = "lots"'),
             "outputs.local.batch_max_records",
@@ -220,3 +223,60 @@ def test_tls_syslog_with_mutual_tls_and_leef(tmp_path: Path) -> None:
     output = parse_config(SYSLOG.replace("{}", extra), base_dir=tmp_path).outputs[0]
     assert output.settings.tls_client_cert == tmp_path / "c.pem"
     assert output.delivery.format == "leef" and output.delivery.leef_delimiter == "^"
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "fix"),
+    [
+        (("[webhook]", "[webhooks]"), "webhooks", "did you mean `webhook`?"),
+        (('secret = "s3cret-value"', 'secert = "s3cret-value"'), "webhook.secert", "did you mean `secret`?"),
+        (('secret = "s3cret-value"', 'secret = ""'), "webhook.secret", "openssl rand -hex 32"),
+        (("[listen]\nplain_http = true", '[listen]\nplain_http = true\nport = "8443"'), "listen.port", "port = 8443"),
+        (
+            ("[listen]\nplain_http = true", "[listen]\nplain_http = true\nport = 9700\n[admin]\nport = 9700"),
+            "admin.port",
+            "own port",
+        ),
+    ],
+)
+def test_messages_point_at_the_likely_fix(tmp_path: Path, change: tuple[str, str], key: str, fix: str) -> None:
+    exc = error(MINIMAL.replace(*change), tmp_path)
+    assert exc.key == key
+    assert fix in exc.render()
+
+
+def test_a_missing_section_says_add_the_section(tmp_path: Path) -> None:
+    text = MINIMAL.replace('[webhook]\nsecret = "s3cret-value"', "")
+    assert "add a [webhook] section" in error(text, tmp_path).render()
+
+
+def test_an_unknown_severity_map_key_lists_the_valid_ones(tmp_path: Path) -> None:
+    text = SYSLOG.format('[outputs.local.severity_map]\ncritcal = "alert"')
+    exc = error(text, tmp_path)
+    assert exc.key == "outputs.local.severity_map.critcal"
+    assert "did you mean `critical`?" in exc.render() and "high, low, medium" in exc.render()
+
+
+def test_file_output_paths_are_checked_before_the_daemon_starts(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    under_a_file = MINIMAL.replace('path = "out.jsonl"', 'path = "a-file/out.jsonl"')
+    assert "a-file is a file" in error(under_a_file, tmp_path).render()
+    a_directory = MINIMAL.replace('path = "out.jsonl"', f'path = "{tmp_path}"')
+    assert "is a directory" in error(a_directory, tmp_path).render()
+    twice = MINIMAL + '\n[outputs.copy]\ntype = "file"\npath = "out.jsonl"\n'
+    exc = error(twice, tmp_path)
+    assert exc.key == "outputs.copy.path" and "outputs.local.path" in exc.render()
+
+
+def test_a_certificate_and_a_key_that_do_not_match_fail_check_config(tmp_path: Path) -> None:
+    first, second = LocalCA(tmp_path / "a"), LocalCA(tmp_path / "b")
+    listen = f'[listen]\ntls_cert = "{first.cert_file}"\ntls_key = "{second.key_file}"'
+    exc = error(MINIMAL.replace("[listen]\nplain_http = true", listen), tmp_path)
+    assert exc.key == "listen.tls_key" and "does not go with the certificate" in exc.render()
+    good = f'[listen]\ntls_cert = "{first.cert_file}"\ntls_key = "{first.key_file}"'
+    assert parse_config(MINIMAL.replace("[listen]\nplain_http = true", good), base_dir=tmp_path).listen.tls_key
+
+
+def test_a_misspelt_required_key_is_named(tmp_path: Path) -> None:
+    exc = error(SYSLOG.format("").replace("endpoint =", "endpont ="), tmp_path)
+    assert exc.key == "outputs.local.endpoint" and "rename `endpont` to `endpoint`" in exc.render()

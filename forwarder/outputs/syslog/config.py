@@ -131,5 +131,5 @@ def _severity_map(t: Table) -> dict[str, int]:
     for snyk_severity in DEFAULT_SEVERITY_MAP:
         if t.has(snyk_severity):
             result[snyk_severity] = SEVERITIES[t.string(snyk_severity, choices=SEVERITIES)]
-    t.finish()
+    t.finish(known=DEFAULT_SEVERITY_MAP)
     return result
