@@ -102,8 +102,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(path: Path | None) -> Config:
-    return embedded_config() if path is None else load_config(path)
+def _load(path: Path | None, *, create: bool = True) -> Config:
+    """The configuration; ``create=False`` for commands that must leave no file behind (run as
+    root, a generated secret would then belong to root and lock the service user out)."""
+    return embedded_config(create=create) if path is None else load_config(path, create=create)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -140,10 +142,10 @@ def _check_config(args: argparse.Namespace) -> int:
 def _send_test(args: argparse.Namespace) -> int:
     import httpx
 
-    from forwarder.listener import tls_files
     from forwarder.receiver.verify import signature
+    from forwarder.selfsigned import self_signed_ca
 
-    config = _load(args.config)
+    config = _load(args.config, create=False)
     if args.file is not None:
         body = args.file.read_bytes()
         name = args.file.name
@@ -159,8 +161,14 @@ def _send_test(args: argparse.Namespace) -> int:
     verify: bool | ssl.SSLContext = True
     cafile = args.cacert
     if cafile is None and listen.tls_self_signed:
-        files = tls_files(config)
-        cafile = files.ca if files else None
+        cafile = self_signed_ca(config.state_dir)
+        if not cafile.exists():
+            print(
+                f"the daemon has not made its self-signed certificate yet ({cafile} is missing): start it first "
+                "(snyk-forwarder serve) with this configuration",
+                file=sys.stderr,
+            )
+            return 1
     if args.insecure:
         verify = False
     elif cafile is not None:
@@ -175,11 +183,14 @@ def _send_test(args: argparse.Namespace) -> int:
     try:
         response = httpx.post(url, content=body, headers=headers, verify=verify, timeout=30.0)
     except httpx.HTTPError as exc:
-        print(
-            f"could not reach the forwarder at {url}: {exc}. Is `snyk-forwarder serve` running with this "
-            "configuration?",
-            file=sys.stderr,
-        )
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            advice = (
+                "its certificate is not trusted here: give the CA that issued it with --cacert /path/to/ca.pem "
+                "(or, for a trial only, --insecure)"
+            )
+        else:
+            advice = "is `snyk-forwarder serve` running with this configuration?"
+        print(f"could not reach the forwarder at {url}: {exc}; {advice}", file=sys.stderr)
         return 1
     print(f"POST {url} ({name}, {len(body)} bytes, {event}) → {response.status_code} {response.text}")
     return 0 if response.is_success else 1
@@ -212,7 +223,7 @@ def _print_banner(svc: object, config_path: Path | None) -> None:
 def _status(args: argparse.Namespace) -> int:
     from forwarder.buffer.admin import read_status
 
-    config = _load(args.config)
+    config = _load(args.config, create=False)
     status = read_status(config.state_dir, [o.name for o in config.outputs])
     if args.json:
         print(json.dumps(dataclasses.asdict(status), default=str, indent=2))
@@ -244,7 +255,7 @@ def _status(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from forwarder.buffer.admin import replay
 
-    config = _load(args.config)
+    config = _load(args.config, create=False)
     names = [o.name for o in config.outputs]
     for name in filter(None, (args.output, args.into)):
         if name not in names:

@@ -39,7 +39,7 @@ def tls_files(config: Config) -> TlsFiles | None:
     if listen.plain_http:
         return None
     if listen.tls_self_signed:
-        files = selfsigned.ensure(config.state_dir / "tls")
+        files = selfsigned.ensure(config.state_dir / selfsigned.SUBDIR)
         return TlsFiles(files.cert, files.key, files.ca)
     assert listen.tls_cert is not None and listen.tls_key is not None
     return TlsFiles(listen.tls_cert, listen.tls_key, None)

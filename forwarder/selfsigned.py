@@ -22,6 +22,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 VALIDITY = datetime.timedelta(days=825)  # the longest lifetime common TLS clients accept for a leaf
 
 
+SUBDIR = "tls"
+
+
+def self_signed_ca(state_dir: Path) -> Path:
+    """Where the CA for clients is (or will be, after the daemon's first start)."""
+    return state_dir / SUBDIR / "ca.pem"
+
+
 @dataclass(frozen=True, slots=True)
 class TlsFiles:
     ca: Path

@@ -34,5 +34,5 @@ path = "state/records.jsonl"
 """
 
 
-def embedded_config(base_dir: Path | None = None) -> Config:
-    return parse_config(TEXT, base_dir=base_dir or Path.cwd(), source="<embedded default>")
+def embedded_config(base_dir: Path | None = None, *, create: bool = True) -> Config:
+    return parse_config(TEXT, base_dir=base_dir or Path.cwd(), source="<embedded default>", create=create)

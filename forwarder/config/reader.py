@@ -69,10 +69,13 @@ def _close(word: str, candidates: Iterable[str]) -> str | None:
 class Table:
     """One TOML table plus its dotted path; getters validate and remember which keys were read."""
 
-    def __init__(self, data: dict[str, Any], path: str, base_dir: Path) -> None:
+    def __init__(self, data: dict[str, Any], path: str, base_dir: Path, *, create: bool = True) -> None:
         self.data = data
         self.path = path
         self.base_dir = base_dir
+        # Whether reading may create what the config says to generate (a webhook secret file):
+        # only the daemon does; commands an operator runs, perhaps as root, must not.
+        self.create = create
         self._seen: set[str] = set()
 
     def key(self, name: str) -> str:
@@ -245,7 +248,7 @@ class Table:
         value = self.raw(name, _MISSING if required else {})
         if not isinstance(value, dict):
             raise self.error(name, "must be a table", value=value, hint=f"write it as a [{self.key(name)}] section")
-        return Table(value, self.key(name), self.base_dir)
+        return Table(value, self.key(name), self.base_dir, create=self.create)
 
     def subtables(self) -> list[tuple[str, Table]]:
         """Every key of this table as a named sub-table (e.g. each ``[outputs.<name>]``)."""
@@ -259,7 +262,7 @@ class Table:
                     value=value,
                     hint=f"write it as a [{self.key(name)}] section with a type = … key",
                 )
-            result.append((name, Table(value, self.key(name), self.base_dir)))
+            result.append((name, Table(value, self.key(name), self.base_dir, create=self.create)))
         return result
 
     def finish(self, known: Iterable[str] = ()) -> None:

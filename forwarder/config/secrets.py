@@ -100,6 +100,12 @@ def resolve_secret(table: Table, name: str, spec: Any) -> Secret:
     path = Path(path_text).expanduser()
     if not path.is_absolute():
         path = table.base_dir / path
+    if generate and not table.create and not path.exists():
+        raise ConfigError(
+            key,
+            f"secret file {path} does not exist yet: the daemon creates it on its first start",
+            hint="start the daemon (snyk-forwarder serve) with this configuration first",
+        )
     return _from_file(key, path, f"file {path}", generate=generate)
 
 

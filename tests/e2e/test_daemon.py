@@ -204,3 +204,33 @@ def test_sigterm_while_an_output_is_down_exits_within_the_grace_period(workdir: 
         assert time.monotonic() - started < 6  # shutdown_timeout is 3 s
     finally:
         daemon.kill()
+
+
+def test_send_test_before_the_first_start_creates_nothing_and_says_start_first(workdir: Path) -> None:
+    """Operators run CLI commands as root: a secret or certificate made by them would be root's."""
+    state = workdir / "state"
+    config = workdir / "config.toml"
+    config.write_text(
+        f'[listen]\ntls_self_signed = true\n[state]\ndirectory = "{state}"\n'
+        f'[webhook]\nsecret = {{ file = "{state / "webhook-secret"}", generate = true }}\n'
+        f"{file_output(workdir / 'out.jsonl')}"
+    )
+    for command in ("send-test", "status"):
+        result = subprocess.run(
+            [sys.executable, "-m", "forwarder", command, "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode != 0
+        assert "start the daemon" in result.stderr, result.stderr
+    assert not state.exists()
+
+
+def test_send_test_to_an_untrusted_certificate_suggests_cacert(workdir: Path, test_ca: LocalCA) -> None:
+    config = config_text(workdir / "state", test_ca, file_output(workdir / "out.jsonl"))
+    with running(workdir, config) as daemon:
+        cmd = [sys.executable, "-m", "forwarder", "send-test", "--config", str(daemon.config_path), "--url", daemon.url]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert "--cacert" in result.stderr
