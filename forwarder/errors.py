@@ -9,6 +9,7 @@
     │   ├── BadSignature       401 (missing, malformed or wrong X-Hub-Signature)
     │   ├── BodyTimeout        408 (client too slow to send its body)
     │   ├── PayloadTooLarge    413 (body over listen.max_body_bytes)
+    │   ├── UnsupportedEncoding 415 (a compressed body: Content-Encoding other than identity)
     │   └── Unavailable        503 with retry_after (buffer full, storage failed, overloaded)
     ├── StorageError           the durable buffer could not do what was asked
     │   └── DiskFull           ENOSPC / SQLITE_FULL: nothing was stored
@@ -90,6 +91,11 @@ class BodyTimeout(ReceiveError):
 class PayloadTooLarge(ReceiveError):
     status_code = 413
     code = "payload_too_large"
+
+
+class UnsupportedEncoding(ReceiveError):
+    status_code = 415
+    code = "unsupported_content_encoding"
 
 
 class Unavailable(ReceiveError):

@@ -34,7 +34,7 @@ from starlette.types import Receive, Scope, Send
 from forwarder import telemetry
 from forwarder.buffer.sqlite import AppendResult
 from forwarder.config.model import ListenConfig
-from forwarder.errors import BadRequest, BadSignature, ReceiveError, StorageError, Unavailable
+from forwarder.errors import BadRequest, BadSignature, ReceiveError, StorageError, Unavailable, UnsupportedEncoding
 from forwarder.receiver.body import SHUTTING_DOWN, MemoryBudget, ReadTimers, read_body
 from forwarder.receiver.verify import Verifier
 from forwarder.types import Webhook
@@ -110,7 +110,7 @@ class WebhookEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         signature: bytes | None = None
         signatures = 0
-        event = transport_id = timestamp = length = None
+        event = transport_id = timestamp = length = encoding = None
         for name, value in scope["headers"]:
             if name == b"x-hub-signature":
                 signature, signatures = value, signatures + 1
@@ -122,6 +122,8 @@ class WebhookEndpoint:
                 timestamp = value
             elif name == b"content-length":
                 length = value
+            elif name == b"content-encoding":
+                encoding = value
         held = 0
         event_name = _text(event)
         tid = _text(transport_id)
@@ -131,6 +133,11 @@ class WebhookEndpoint:
             refused = self._admission()
             if refused is not None:
                 raise REFUSALS[refused]
+            if encoding is not None and encoding.strip().lower() not in (b"", b"identity"):
+                raise UnsupportedEncoding(
+                    f"Content-Encoding {_text(encoding)!r} is not supported: the signature covers the body as "
+                    "sent, so send it uncompressed (a proxy that compresses requests must not do so on this path)"
+                )
             body, held = await read_body(
                 receive,
                 content_length=_content_length(length),
@@ -181,6 +188,12 @@ class WebhookEndpoint:
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
+            if "UTF-8" in str(exc):
+                raise BadRequest(
+                    f"body is not UTF-8 ({exc}); JSON must be sent UTF-8 encoded (RFC 8259). Nothing was stored: "
+                    "check for a proxy or script that re-encodes the body",
+                    code="malformed_json",
+                ) from None
             raise BadRequest(f"body is not valid JSON ({exc}); nothing was stored", code="malformed_json") from None
         if event == KNOWN_PING:
             webhook_id = payload.get("webhookId") if isinstance(payload, dict) else None
@@ -286,4 +299,7 @@ class _Dispatch:
 def build_app(endpoint: WebhookEndpoint, path: str) -> _Dispatch:
     app = Starlette(routes=[Route(path, endpoint, methods=["POST"])], exception_handlers={HTTPException: _http_error})
     app.state.webhook_path = path
+    # Starlette would answer a trailing-slash variant with a 307 to a URL built from the Host
+    # header (an open redirect, and Snyk does not follow redirects): a clear 404 is better.
+    app.router.redirect_slashes = False
     return _Dispatch(endpoint, path, app)

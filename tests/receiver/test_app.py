@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -248,3 +249,26 @@ async def test_after_shutdown_begins_new_requests_get_503_and_store_nothing(tmp_
     assert response.json()["error"] == "shutting_down"
     assert Harness(client, buffer).count() == 0
     await buffer.close()
+
+
+async def test_a_trailing_slash_is_a_404_with_a_hint_not_a_redirect(harness: Harness) -> None:
+    response = await harness.client.post(PATH + "/", content=b"{}", headers={"Host": "evil.example"})
+    assert response.status_code == 404 and "location" not in response.headers
+    assert PATH in response.json()["message"]
+
+
+async def test_a_compressed_body_gets_415_send_it_uncompressed(harness: Harness) -> None:
+    body = gzip.compress(sample("snapshot_small.json"))
+    response = await harness.post(body, extra={"Content-Encoding": "gzip"})
+    assert response.status_code == 415
+    assert "uncompressed" in response.json()["message"]
+    assert harness.count() == 0
+    plain = await harness.post(sample("snapshot_small.json"), extra={"Content-Encoding": "identity"})
+    assert plain.status_code == 202
+
+
+async def test_a_body_that_is_not_utf8_is_400_naming_the_encoding(harness: Harness) -> None:
+    body = '{"project": {"name": "café"}}'.encode("latin-1")
+    response = await harness.post(body)
+    assert response.status_code == 400
+    assert "UTF-8" in response.json()["message"] and harness.count() == 0
