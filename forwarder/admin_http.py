@@ -3,7 +3,7 @@
 - ``/healthz``: the event loop answers, and the buffer's writer thread is alive — restart me if not.
 - ``/readyz``: 200 only when deliveries are accepted (buffer writable, below its high-water mark)
   and no output is paused on a configuration error; otherwise 503 with the reasons, for load
-  balancers and for operators.
+  balancers and for operators. Outputs that are retrying are listed but do not make it unready.
 - ``/metrics``: Prometheus text format (prometheus-client), counters and scrape-time gauges.
 
 It runs as a second uvicorn server in the same loop, without signal handling of its own: the
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -30,6 +30,9 @@ from forwarder.metrics import REGISTRY
 class Health:
     alive: bool
     ready_problems: list[str]
+    # Outputs whose latest attempt failed: worth seeing, but deliveries are still accepted and
+    # buffered, so they do not make the instance unready (a load balancer must keep sending).
+    retrying: list[str] = field(default_factory=list)
 
 
 def build_admin_app(health: Callable[[], Health]) -> Starlette:
@@ -38,8 +41,12 @@ def build_admin_app(health: Callable[[], Health]) -> Starlette:
         return JSONResponse({"alive": state.alive}, status_code=200 if state.alive else 503)
 
     async def readyz(request: Request) -> Response:
-        problems = health().ready_problems
-        return JSONResponse({"ready": not problems, "problems": problems}, status_code=503 if problems else 200)
+        state = health()
+        problems = state.ready_problems
+        return JSONResponse(
+            {"ready": not problems, "problems": problems, "retrying": state.retrying},
+            status_code=503 if problems else 200,
+        )
 
     async def metrics(request: Request) -> Response:
         return PlainTextResponse(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -224,22 +224,31 @@ def _status(args: argparse.Namespace) -> int:
     from forwarder.buffer.admin import read_status
 
     config = _load(args.config, create=False)
-    status = read_status(config.state_dir, [o.name for o in config.outputs])
+    buffer = config.buffer
+    status = read_status(config.state_dir, [o.name for o in config.outputs], reserve_expected=buffer.reserve_bytes > 0)
     if args.json:
         print(json.dumps(dataclasses.asdict(status), default=str, indent=2))
         return 0
     print(
         f"buffer {status.path}: {_size(status.file_bytes)} on disk, {_size(status.stored_bytes)} in "
-        f"{status.events} stored events, {status.quarantined} quarantined (unknown event types)"
+        f"{status.events} stored events, {status.quarantined} quarantined (unknown event types); "
+        f"{_size(status.free_bytes)} free on its filesystem"
     )
+    if status.reserve_released:
+        print("DISK FULL: new deliveries get 503 until space is freed (the outputs keep draining)")
+    if status.stored_bytes >= buffer.high_water * buffer.max_bytes:
+        print(
+            f"BUFFER FULL: above its high-water mark ({buffer.high_water:g} × buffer.max_bytes "
+            f"{_size(buffer.max_bytes)}); new deliveries get 503 until the outputs catch up"
+        )
     print(f"{'OUTPUT':<16} {'PENDING EVENTS':>14} {'OLDEST':>8} {'DELIVERED':>10} {'DEAD':>6}  STATE")
     for o in status.outputs:
-        state = f"paused: {o.paused}" if o.paused else ("ok" if not o.pending_events else "sending")
+        state = f"paused: {o.paused}" if o.paused else o.state
         print(
             f"{o.name:<16} {o.pending_events:>14} {_age(o.oldest_pending_age_s):>8} {o.delivered:>10} "
             f"{o.dead_letters:>6}  {state}"
         )
-        if o.last_error and not o.paused:
+        if o.state == "retrying" and o.last_error:  # an older error was followed by progress: not news
             ago = _age(time.time() - o.last_error_at) if o.last_error_at else "?"
             print(f"{'':<16} last error {ago} ago: {o.last_error}")
         if o.replays_queued:

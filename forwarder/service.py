@@ -237,12 +237,16 @@ class Service:
                     "backpressure": "buffer above its high-water mark: deliveries are refused",
                 }[refused]
             )
+        retrying = []
         for name, lane in sorted(self.lanes.items()):
-            if lane.shipper.status.paused:
-                problems.append(f"output {name} paused: {lane.shipper.status.paused}")
+            status = lane.shipper.status
+            if status.paused:
+                problems.append(f"output {name} paused: {status.paused}")
+            elif status.last_error_at is not None and status.last_error_at > (status.last_delivery_at or 0.0):
+                retrying.append(f"output {name} retrying: {status.last_error}")
         if self._server is None or not self._server.started or self._server.should_exit:
             problems.append("webhook listener not serving")
-        return Health(alive=alive, ready_problems=problems)
+        return Health(alive=alive, ready_problems=problems, retrying=retrying)
 
     def _gauges(self) -> metrics.ServiceGauges:
         buffer = self.buffer

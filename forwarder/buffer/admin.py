@@ -7,12 +7,14 @@ WAL lets a reader look while the daemon writes, and a replay waits its turn for 
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from forwarder.buffer.space import RESERVE_NAME
 from forwarder.buffer.sqlite import DB_NAME
 from forwarder.errors import StorageError
 
@@ -30,6 +32,17 @@ class OutputState:
     last_error: str | None
     last_error_at: float | None
     paused: str | None
+    # ok (nothing pending), sending, retrying (the latest attempt failed after the last progress)
+    # or paused (the destination refused our configuration).
+    state: str = "ok"
+
+
+def output_state(pending: int, updated_at: float, last_error_at: float | None, paused: str | None) -> str:
+    if paused:
+        return "paused"
+    if last_error_at is not None and last_error_at > updated_at and pending:
+        return "retrying"
+    return "sending" if pending else "ok"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +66,9 @@ class BufferStatus:
     events: int
     quarantined: int
     outputs: list[OutputState] = field(default_factory=list)
+    free_bytes: int = 0
+    # The disk-full reserve is missing: the daemon released it because the disk filled up.
+    reserve_released: bool = False
     recent_dead_letters: list[DeadLetterRow] = field(default_factory=list)
 
 
@@ -70,7 +86,9 @@ def _open(state_dir: Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-def read_status(state_dir: Path, outputs: list[str] | None = None, now: float | None = None) -> BufferStatus:
+def read_status(
+    state_dir: Path, outputs: list[str] | None = None, now: float | None = None, *, reserve_expected: bool = True
+) -> BufferStatus:
     """Everything ``snyk-forwarder status`` shows; ``outputs`` limits it to the configured ones."""
     moment = time.time() if now is None else now
     path = state_dir / DB_NAME
@@ -78,11 +96,11 @@ def read_status(state_dir: Path, outputs: list[str] | None = None, now: float | 
         events, stored = conn.execute("SELECT COUNT(*), COALESCE(SUM(length(body)), 0) FROM events").fetchone()
         quarantined = conn.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0]
         rows = conn.execute(
-            "SELECT output, event_id, record_index, delivered, last_error, last_error_at, paused FROM cursors "
-            "ORDER BY output"
+            "SELECT output, event_id, record_index, delivered, last_error, last_error_at, paused, updated_at "
+            "FROM cursors ORDER BY output"
         ).fetchall()
         states = []
-        for name, event_id, index, delivered, last_error, last_error_at, paused in rows:
+        for name, event_id, index, delivered, last_error, last_error_at, paused, updated_at in rows:
             if outputs is not None and name not in outputs:
                 continue
             pending, oldest = conn.execute(
@@ -103,11 +121,23 @@ def read_status(state_dir: Path, outputs: list[str] | None = None, now: float | 
                     last_error,
                     last_error_at,
                     paused,
+                    output_state(pending, updated_at, last_error_at, paused),
                 )
             )
         recent = dead_letters(conn, limit=20)
     size = sum(p.stat().st_size for p in state_dir.glob(DB_NAME + "*") if p.is_file())
-    return BufferStatus(path, size, stored, events, quarantined, states, recent)
+    disk = os.statvfs(state_dir)
+    return BufferStatus(
+        path,
+        size,
+        stored,
+        events,
+        quarantined,
+        states,
+        recent_dead_letters=recent,
+        free_bytes=disk.f_bavail * disk.f_frsize,
+        reserve_released=reserve_expected and not (state_dir / RESERVE_NAME).exists(),
+    )
 
 
 def dead_letters(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from forwarder.buffer import SqliteBuffer
-from forwarder.buffer.admin import read_status, replay
+from forwarder.buffer.admin import output_state, read_status, replay
 from forwarder.buffer.sqlite import DeadLetter
 from forwarder.errors import StorageError
 from forwarder.types import Position, Record, Webhook
@@ -64,3 +64,19 @@ async def test_replay_moves_dead_letters_back_by_output_and_time(tmp_path: Path)
     reader.close()
     await buffer.close()
     await asyncio.sleep(0)
+
+
+def test_an_output_state_says_retrying_only_while_the_error_is_newer_than_progress() -> None:
+    assert output_state(pending=2, updated_at=100.0, last_error_at=150.0, paused=None) == "retrying"
+    assert output_state(pending=2, updated_at=200.0, last_error_at=150.0, paused=None) == "sending"
+    assert output_state(pending=0, updated_at=100.0, last_error_at=150.0, paused=None) == "ok"
+    assert output_state(pending=2, updated_at=100.0, last_error_at=150.0, paused="bad token") == "paused"
+
+
+async def test_status_sees_a_released_reserve_as_a_full_disk(tmp_path: Path) -> None:
+    buffer = SqliteBuffer.open(tmp_path, outputs=["local"])
+    await buffer.close()
+    assert not read_status(tmp_path).reserve_released
+    (tmp_path / "reserve.bin").unlink()
+    status = read_status(tmp_path)
+    assert status.reserve_released and status.free_bytes > 0

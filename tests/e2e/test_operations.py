@@ -219,9 +219,14 @@ def test_operator_cli_status_replay_flatten_and_probe(workdir: Path, test_ca: Lo
             by_name = {o["name"]: o for o in data["outputs"]}
             assert by_name["local"]["pending_events"] == 0
             assert by_name["down"]["pending_events"] == 2 and by_name["down"]["last_error"]
+            assert by_name["down"]["state"] == "retrying" and by_name["local"]["state"] == "ok"
             assert by_name["siem"]["dead_letters"] == 1
             table = cli("status", "--config", str(daemon.config_path))
             assert "OUTPUT" in table.stdout and "down" in table.stdout and "Connection refused" in table.stdout
+            assert "retrying" in table.stdout and "FULL" not in table.stdout
+            ready = httpx.get(f"http://127.0.0.1:{daemon.admin_port}/readyz", timeout=10)
+            assert ready.status_code == 200  # a retrying output is news, not a reason to stop sending here
+            assert [r for r in ready.json()["retrying"] if r.startswith("output down retrying:")]
             replay = cli("replay", "--config", str(daemon.config_path), "--output", "siem", "--into", "local")
             assert replay.returncode == 0 and "queued 1" in replay.stdout
             wait_until(lambda: len(read_jsonl(out)) == 3, 20, "the replayed record in the file")
