@@ -1,4 +1,5 @@
-"""Command line: ``serve``, ``check-config``, ``send-test``.
+"""Command line: ``serve`` runs the daemon; ``check-config``, ``send-test``, ``status``, ``replay``,
+``flatten`` and the ``snyk`` webhook commands operate it.
 
 Exit codes: 0 success; 1 a command's own failure (``send-test`` got a non-2xx); 2 usage;
 69 (EX_UNAVAILABLE) a port, directory or certificate unusable at start; 78 (EX_CONFIG) a
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shlex
 import ssl
 import sys
@@ -20,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 
 from forwarder import __version__, cli_snyk
+from forwarder.buffer.lock import DirectoryLock
 from forwarder.config import Config, load_config
 from forwarder.config.embedded import embedded_config
 from forwarder.errors import ConfigError, ForwarderError
@@ -48,10 +51,17 @@ def main(argv: list[str] | None = None) -> int:
     except ForwarderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return int(getattr(exc, "exit_code", 1))
+    except BrokenPipeError:  # `snyk-forwarder flatten … | head`: the reader had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="snyk-forwarder", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="snyk-forwarder",
+        description="Receive signed Snyk webhooks, buffer them durably, and forward one record per issue to "
+        "syslog, Splunk HEC, Rapid7 or a file.",
+    )
     parser.add_argument("--version", action="version", version=f"snyk-forwarder {__version__}")
     sub = parser.add_subparsers(dest="command")
 
@@ -147,7 +157,9 @@ def _send_test(args: argparse.Namespace) -> int:
 
     config = _load(args.config, create=False)
     if args.file is not None:
-        body = args.file.read_bytes()
+        body = _read_input(args.file)
+        if body is None:
+            return 1
         name = args.file.name
     else:
         body = resources.files("forwarder.samples").joinpath(args.sample).read_bytes()
@@ -276,10 +288,21 @@ def _replay(args: argparse.Namespace) -> int:
         config.state_dir, args.output, since=_when(args.since), until=_when(args.until), into=args.into
     )
     target = args.into or args.output
-    print(f"queued {queued} dead letters for {target}; the running daemon sends them within seconds")
+    if DirectoryLock.holder(config.state_dir) is None:
+        print(f"queued {queued} dead letters for {target}; the daemon is not running: it sends them when it starts")
+    else:
+        print(f"queued {queued} dead letters for {target}; the running daemon sends them within seconds")
     if skipped:
         print(f"{skipped} older dead letters hold no stored record and cannot be replayed")
     return 0
+
+
+def _read_input(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        print(f"error: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
+        return None
 
 
 def _flatten(args: argparse.Namespace) -> int:
@@ -292,7 +315,9 @@ def _flatten(args: argparse.Namespace) -> int:
     from forwarder.formats import build_formatter
     from forwarder.types import StoredEvent, Webhook
 
-    body = args.file.read_bytes()
+    body = _read_input(args.file)
+    if body is None:
+        return 1
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

@@ -47,6 +47,22 @@ class DirectoryLock:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return cls(fd, path)
 
+    @staticmethod
+    def holder(directory: Path) -> int | None:
+        """The pid of the daemon running on ``directory``, or None when none is (checks, takes nothing)."""
+        try:
+            fd = os.open(directory / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            return int(text) if text.isdigit() else 0
+        finally:
+            os.close(fd)  # also drops the shared lock if we got it
+        return None
+
     def release(self) -> None:
         if self._fd >= 0:
             with contextlib.suppress(OSError):

@@ -228,7 +228,7 @@ def test_operator_cli_status_replay_flatten_and_probe(workdir: Path, test_ca: Lo
             assert ready.status_code == 200  # a retrying output is news, not a reason to stop sending here
             assert [r for r in ready.json()["retrying"] if r.startswith("output down retrying:")]
             replay = cli("replay", "--config", str(daemon.config_path), "--output", "siem", "--into", "local")
-            assert replay.returncode == 0 and "queued 1" in replay.stdout
+            assert replay.returncode == 0 and "queued 1" in replay.stdout and "the running daemon" in replay.stdout
             wait_until(lambda: len(read_jsonl(out)) == 3, 20, "the replayed record in the file")
             probe = cli("check-config", "--config", str(daemon.config_path), "--probe")
             assert probe.returncode == 1
