@@ -116,9 +116,7 @@ def test_the_unit_and_the_systemd_config_agree(tmp_path: Path, monkeypatch: pyte
         assert loaded[name] == f"/etc/snyk-forwarder/credentials/{name}"
 
     # The config loads the way the service sees it, and only writes where ProtectSystem=strict allows.
-    (tmp_path / "tls").mkdir()
-    (tmp_path / "tls" / "server.pem").write_text("-")
-    (tmp_path / "tls" / "server.key").write_text("-")
+    LocalCA(tmp_path / "tls")  # a matching tls/server.pem and tls/server.key
     (tmp_path / "credentials").mkdir()
     (tmp_path / "credentials" / "webhook-secret").write_text("from-load-credential\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "credentials"))
