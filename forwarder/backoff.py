@@ -1,4 +1,4 @@
-"""Capped exponential backoff with jitter that keeps at least half of each step (cases.md C-17).
+"""Capped exponential backoff with jitter that keeps at least half of each step (acceptance case C-17).
 
 Full jitter (0..step) spreads senders out but can retry almost at once after a failure, which
 hammers a busy indexer; "equal jitter" keeps the lower half fixed: attempt n waits a random time

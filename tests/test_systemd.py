@@ -261,9 +261,12 @@ def test_uninstall_keeps_config_and_state_and_purge_removes_them(installed: Inst
         assert (copy.etc / "credentials" / "webhook-secret").is_file()
         assert (copy.root / "var" / "lib" / "snyk-forwarder" / "buffer.db").read_bytes() == b"undelivered events"
 
+    manual_run = copy.root / "run" / "snyk-forwarder" / "credentials"  # a run without systemd left copies
+    manual_run.mkdir(parents=True)
+    (manual_run / "webhook-secret").write_text("copy")
     purged = run([*uninstall, "--purge"])
     assert purged.returncode == 0, purged.stderr
-    for path in ("etc/snyk-forwarder", "var/lib/snyk-forwarder", "var/log/snyk-forwarder"):
+    for path in ("etc/snyk-forwarder", "var/lib/snyk-forwarder", "var/log/snyk-forwarder", "run/snyk-forwarder"):
         assert not (copy.root / path).exists(), path
     if IS_ROOT:
         assert "snyk-forwarder:" not in (copy.root / "etc" / "passwd").read_text()

@@ -1,7 +1,7 @@
 """Detecting a damaged buffer file at start, and starting again from what can still be read.
 
 A crash in the middle of a write never damages SQLite's file (an uncommitted transaction or a
-torn WAL tail is ignored on recovery, cases.md C-19). Real damage — a disk error, a truncated
+torn WAL tail is ignored on recovery, acceptance case C-19). Real damage — a disk error, a truncated
 copy, an overwritten page — is another matter: refusing to start would stop all forwarding
 (a crash loop under systemd), and starting with an empty buffer would silently lose data.
 

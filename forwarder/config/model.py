@@ -30,7 +30,7 @@ class ListenConfig:
     tls_self_signed: bool = False
     plain_http: bool = False
     # Real snapshots reach tens of MB (a base-image change fills both arrays), so the default is
-    # far above web frameworks' usual 1 MB (cases.md C-05).
+    # far above web frameworks' usual 1 MB (acceptance case C-05).
     max_body_bytes: int = 64 * MiB
     # Bodies are held in memory until stored; this caps the sum over concurrent requests.
     max_inflight_body_bytes: int = 256 * MiB

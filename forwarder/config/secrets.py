@@ -3,7 +3,7 @@
 A secret is resolved once, when the configuration is loaded, so a missing variable or an
 unreadable file stops the daemon at start with the key that names it — never later, and never
 by falling back to an empty key: HMAC with an empty key "works", which would let anyone who
-computes HMAC("", body) through (cases.md C-03).
+computes HMAC("", body) through (acceptance case C-03).
 
 The value is wrapped so that ``repr``/``str`` print ``***``; only :meth:`Secret.reveal` returns it.
 """

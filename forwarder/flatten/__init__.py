@@ -44,7 +44,7 @@ class Snapshot:
         self._summary = summary
         self._body_sha256 = webhook.body_sha256
         received_ms = int(webhook.received_at * 1000)
-        # X-Snyk-Timestamp is when Snyk says the event happened (cases.md C-09); it is unsigned,
+        # X-Snyk-Timestamp is when Snyk says the event happened (acceptance case C-09); it is unsigned,
         # so it only sets the time, never an id. Without it the receive time stands in.
         snyk_ms = parse_ms(webhook.snyk_timestamp)
         self._time_ms = received_ms if snyk_ms is None else snyk_ms

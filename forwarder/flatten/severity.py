@@ -1,7 +1,7 @@
 """Snyk severities, their order, and the one numeric scale every format shares.
 
 The numbers are the recommended values of the CEF severity bands (low 0–3, medium 4–6,
-high 7–8, critical 9–10; cases.md C-10), reused for ECS ``event.severity`` so a SIEM sees the
+high 7–8, critical 9–10; acceptance case C-10), reused for ECS ``event.severity`` so a SIEM sees the
 same number whichever format an output uses. Unknown or missing severity has no number.
 """
 

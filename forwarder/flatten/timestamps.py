@@ -3,7 +3,7 @@
 Snyk writes times with no fraction, 3 digits or 6 digits, and (for X-Snyk-Timestamp) any
 offset. Records always carry UTC with exactly three fraction digits and a ``Z``:
 ``datetime.isoformat()`` would silently drop a zero fraction and keep naive times zoneless,
-which strict parsers reject or shift (cases.md C-09).
+which strict parsers reject or shift (acceptance case C-09).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Defensive readers for Snyk payload values.
 
-Snyk documents every field as optional and sends ``null`` for unscored findings (cases.md C-06).
+Snyk documents every field as optional and sends ``null`` for unscored findings (acceptance case C-06).
 These helpers turn anything unexpected into ``None`` — never into the text "None", "null" or
 "nan" — and :func:`compact` then drops the empty keys, so a SIEM never indexes garbage.
 """

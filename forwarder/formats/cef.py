@@ -2,7 +2,7 @@
 
     CEF:Version|Device Vendor|Device Product|Device Version|Device Event Class ID|Name|Severity|Extension
 
-Escaping (CEF v25; cases.md C-10):
+Escaping (CEF v25; acceptance case C-10):
 
 - header fields: ``\\`` → ``\\\\`` and ``|`` → ``\\|``; ``=`` stays; CR, LF and CRLF become one space
   (a header field never holds a line break);

@@ -2,7 +2,7 @@
 
 Snyk signs ``sha256=`` + lowercase hex HMAC-SHA256(secret, raw body). We compute that whole
 string for each active secret and compare it with the header value in constant time
-(``hmac.compare_digest``). Consequences, each a past failure of other receivers (cases.md
+(``hmac.compare_digest``). Consequences, each a past failure of other receivers (acceptance cases
 C-01..C-03):
 
 - the body is never parsed and re-serialized before hashing (spacing, ``7.30``, ``é`` survive);

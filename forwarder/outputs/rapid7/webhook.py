@@ -62,7 +62,7 @@ def classify(status: int, retry_after: str | None, url: str) -> Verdict:
     * 408, 429 and 5xx → transient, retried after a backoff (``Retry-After`` is a floor);
     * 413 → the body is too large: split the batch; a single record is refused for good;
     * 401, 403, 404 (an unknown or deleted log token), 405 and 3xx (a wrong endpoint) → the
-      output's configuration is wrong: keep every record and pause (cases.md C-15);
+      output's configuration is wrong: keep every record and pause (acceptance case C-15);
     * other 4xx → Rapid7 refuses these records; they go to the dead-letter store;
     * anything else → transient.
     """

@@ -1,7 +1,7 @@
 """Messages → one HEC ``/services/collector/event`` request body. Pure.
 
 A batch is the events' envelopes placed back to back, one per line: ``{…}\\n{…}`` — no array,
-no commas (cases.md C-14; notes §4). Each envelope is::
+no commas (acceptance case C-14; notes §4). Each envelope is::
 
     {"time":1709802303.12,"host":"…","source":"…","sourcetype":"…","index":"…",
      "fields":{"severity":"high",…},"event":<the record>}
