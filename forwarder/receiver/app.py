@@ -36,7 +36,7 @@ from forwarder.buffer.sqlite import AppendResult
 from forwarder.config.model import ListenConfig
 from forwarder.errors import BadRequest, BadSignature, ReceiveError, StorageError, Unavailable, UnsupportedEncoding
 from forwarder.receiver.body import SHUTTING_DOWN, MemoryBudget, ReadTimers, read_body
-from forwarder.receiver.verify import Verifier
+from forwarder.receiver.verify import Verifier, why_not
 from forwarder.types import Webhook
 
 Store = Callable[[Webhook], Awaitable[AppendResult]]
@@ -177,8 +177,8 @@ class WebhookEndpoint:
         secret_index = self.verifier.match(signature, body)
         if secret_index is None:
             raise BadSignature(
-                "X-Hub-Signature is missing or does not match the body. Check that the webhook's secret in Snyk "
-                "equals one of webhook.secrets, and that no proxy re-encodes the body"
+                f"{why_not(signature)}; nothing was stored. Check that the webhook's secret in Snyk equals one of "
+                "webhook.secrets, and that no proxy re-encodes the body"
             )
         if event is None:
             raise BadRequest(

@@ -18,6 +18,21 @@ import hmac
 from collections.abc import Sequence
 
 PREFIX = b"sha256="
+_HEX = frozenset(b"0123456789abcdef")
+
+
+def why_not(header: bytes | None) -> str:
+    """Why a header did not verify, for the operator: absent, not Snyk's form, or a wrong digest.
+
+    Only the header's shape is judged (it is what the sender already knows); nothing about the
+    secret is revealed.
+    """
+    if header is None:
+        return "X-Hub-Signature is missing (or sent twice)"
+    digest = header[len(PREFIX) :]
+    if not header.startswith(PREFIX) or len(digest) != 64 or not _HEX.issuperset(digest):
+        return "X-Hub-Signature is malformed (expected sha256= and 64 lower-case hex digits)"
+    return "X-Hub-Signature does not match the body"
 
 
 def signature(secret: bytes, body: bytes) -> bytes:

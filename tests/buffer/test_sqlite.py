@@ -343,3 +343,21 @@ async def test_a_deleted_buffer_file_refuses_deliveries_but_keeps_draining(
     finally:
         reader.close()
         await buffer.close()
+
+
+async def test_one_maintenance_pass_hands_a_burst_back_to_the_filesystem(tmp_path: Path) -> None:
+    buffer = SqliteBuffer.open(tmp_path, outputs=["a"])
+    try:
+        for n in range(40):  # 20 MiB: five times what one vacuum chunk frees
+            body = b'{"n":%d,"pad":"%s"}' % (n, b"x" * (512 << 10))
+            await buffer.append(
+                Webhook(body=body, body_sha256=f"{n:064x}", event_name="project_snapshot/v0", received_at=time.time())
+            )
+        await buffer.advance("a", Position(41, 0), delivered=40)
+        grown = (tmp_path / "buffer.db").stat().st_size
+        report = await buffer.maintain()
+        assert report.events_purged == 40
+        assert report.pages_vacuumed * 4096 >= 19 << 20
+        assert (tmp_path / "buffer.db").stat().st_size < grown // 10
+    finally:
+        await buffer.close()

@@ -102,6 +102,14 @@ async def test_c02_wrong_signatures_get_401_and_store_nothing(harness: Harness, 
     assert response.json()["error"] == "bad_signature"
     assert "2d939932011eb88be3254af806d2b951e5fcba04d102c7c999e6ca3081a6d7d8" not in response.text
     assert harness.count() == 0
+    expected = (
+        "missing"
+        if signature is None
+        else "does not match"
+        if signature == "sha256=1aca2788841d5e35f8d0af8fb755df57fc3aac62137cf93293bd11270ea60884"
+        else "malformed"
+    )
+    assert expected in response.json()["message"]
 
 
 async def test_two_signature_headers_are_refused(harness: Harness) -> None:

@@ -89,11 +89,29 @@ def tls_context(pki: Pki, *, with_client_cert: bool = False) -> ssl.SSLContext:
     return ctx
 
 
+HANDSHAKE_ATTEMPTS = 3
+
+
+def handshake(addr: tuple[str, int], ctx: ssl.SSLContext) -> ssl.SSLSocket:
+    """A TLS connection, retrying a handshake the receiver dropped (a busy machine's freshly started
+    daemon can accept TCP before its TLS layer serves). Nothing was sent yet, so a retry cannot
+    duplicate a message; a certificate error is not retried."""
+    for attempt in range(HANDSHAKE_ATTEMPTS):
+        raw = socket.create_connection(addr, timeout=5)
+        try:
+            return ctx.wrap_socket(raw, server_hostname="localhost")
+        except (ssl.SSLEOFError, ConnectionResetError):
+            raw.close()
+            if attempt == HANDSHAKE_ATTEMPTS - 1:
+                raise
+        except BaseException:
+            raw.close()
+            raise
+    raise AssertionError("unreachable")
+
+
 def send_tls(addr: tuple[str, int], data: bytes, ctx: ssl.SSLContext) -> None:
-    with (
-        socket.create_connection(addr, timeout=5) as raw,
-        ctx.wrap_socket(raw, server_hostname="localhost") as tls,
-    ):
+    with handshake(addr, ctx) as tls:
         tls.sendall(data)
         tls.settimeout(2)
         # Whether close_notify is answered depends on the receiver and its TLS library (notes §10; rsyslog
