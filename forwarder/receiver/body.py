@@ -123,15 +123,22 @@ async def read_body(
     loop = asyncio.get_running_loop()
     started = time.monotonic()
     timer = asyncio.timeout(idle_timeout)
-    if timers is not None:
-        timers.add(timer)
+
+    def push(seconds: float) -> None:
+        """Move the deadline; never past a shutdown's expiry, which must stick."""
+        if timers is not None and timers.expired:
+            seconds = 0.0
+        timer.reschedule(loop.time() + max(0.0, seconds))
+
     try:
         async with timer:
+            if timers is not None:
+                timers.add(timer)  # once entered: only an entered timeout can be rescheduled
             if content_length:
-                timer.reschedule(loop.time() + total_timeout)  # waiting for memory may take the whole budget
+                push(total_timeout)  # waiting for memory may take the whole time budget
                 await budget.acquire(content_length, total_timeout)
                 held = content_length
-                timer.reschedule(loop.time() + idle_timeout)
+                push(idle_timeout)
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
@@ -147,8 +154,7 @@ async def read_body(
                     chunks.append(chunk)
                 if not message.get("more_body", False):
                     break
-                deadline = min(started + total_timeout, time.monotonic() + idle_timeout)
-                timer.reschedule(loop.time() + max(0.0, deadline - time.monotonic()))
+                push(min(started + total_timeout - time.monotonic(), idle_timeout))
     except TimeoutError:
         budget.release(held)
         if timers is not None and timers.expired:
