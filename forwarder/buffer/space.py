@@ -16,18 +16,20 @@ import os
 from pathlib import Path
 
 RESERVE_NAME = "reserve.bin"
-# The reserve never takes more than this share of the filesystem: on a small volume (a 256 MiB
-# tmpfs, a container's scratch disk) a fixed reserve, and recover()'s twice-the-reserve test,
-# would otherwise leave the buffer "disk full" before it ever stored anything.
-MAX_SHARE = 0.02
+# On a small volume (a container's scratch disk, a tmpfs) a fixed reserve, and recover()'s
+# twice-the-reserve test, would leave the buffer "disk full" before it ever stored anything; so
+# the reserve takes at most this share of the filesystem, but never less than what draining a
+# full disk needs: purging a chunk of events and checkpointing writes about a MiB of WAL.
+MAX_SHARE = 0.05
+MIN_RESERVE = 2 << 20
 
 
 def reserve_size(directory: Path, configured: int) -> int:
-    """``buffer.reserve_bytes``, capped at 2 % of the filesystem the buffer lives on."""
+    """``buffer.reserve_bytes``, capped at 5 % of the filesystem (but at least 2 MiB)."""
     if configured <= 0:
         return 0
     stats = os.statvfs(directory)
-    return min(configured, int(stats.f_blocks * stats.f_frsize * MAX_SHARE))
+    return min(configured, max(MIN_RESERVE, int(stats.f_blocks * stats.f_frsize * MAX_SHARE)))
 
 
 class Reserve:

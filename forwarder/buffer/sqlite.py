@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import sqlite3
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 
@@ -29,6 +31,7 @@ PURGE_CHUNK = 256  # events deleted per transaction; maintain() repeats until no
 VACUUM_CHUNK = 256  # free pages handed back per transaction (1 MiB at the default page size)
 VACUUM_ROUNDS = 64  # chunks of 4 × VACUUM_CHUNK per maintenance pass when the disk is not full
 log = logging.getLogger("forwarder.buffer")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,15 +373,17 @@ class SqliteBuffer:
         moment = time.time() if now is None else now
         full = self.state.disk_full
         total = MaintenanceReport(0, 0)
-        for _ in range(10_000):  # bounded: PURGE_CHUNK events per round
-            report: MaintenanceReport = await self._writer.submit(
-                lambda conn: _purge(
-                    conn, self._outputs, moment - self._retention, moment - self._dedup_window, self._dedup
-                )
+        limit = PURGE_CHUNK
+        for _ in range(10_000):  # bounded: `limit` events per round
+            report, limit = await self._shrinking_on_full(
+                lambda conn, n: _purge(
+                    conn, self._outputs, moment - self._retention, moment - self._dedup_window, self._dedup, n
+                ),
+                limit,
             )
             self.state.stored_bytes = max(0, self.state.stored_bytes - report.bytes_freed)
             total = _sum(total, report)
-            if report.events_purged < PURGE_CHUNK:
+            if report.events_purged < limit:
                 break
         # Free pages are reused by new events anyway; handing them back to the filesystem matters
         # after a burst, and on a full disk, where it is what lets deliveries resume. In small
@@ -387,7 +392,7 @@ class SqliteBuffer:
         # each chunk is its own short transaction (about 5 ms), so appends interleave with it.
         chunk = VACUUM_CHUNK if full else 4 * VACUUM_CHUNK
         for _ in range(1_000 if full else VACUUM_ROUNDS):
-            vacuumed = await self._writer.submit(lambda conn: _vacuum(conn, chunk))
+            vacuumed, chunk = await self._shrinking_on_full(_vacuum, chunk)
             total = dataclasses.replace(total, pages_vacuumed=total.pages_vacuumed + vacuumed)
             if total.events_purged or vacuumed or full:
                 with contextlib.suppress(StorageError):
@@ -399,6 +404,25 @@ class SqliteBuffer:
             log.warning("disk space is available again; accepting deliveries", extra={"path": str(self.path)})
         self._update_backpressure()
         return total
+
+    async def _shrinking_on_full(self, op: Callable[[sqlite3.Connection, int], T], size: int) -> tuple[T, int]:
+        """Run a maintenance step of ``size`` units; on a full disk, fold the WAL away and try
+        again with half as many, down to one.
+
+        Purging and vacuuming write to the WAL first: with the reserve spent, a step of the usual
+        size may not fit where a single event or page still does, and every step that succeeds
+        gives space back. Without this, a full disk whose events were all delivered could stay
+        full for good: each pass failing on the same too-large first step.
+        """
+        while True:
+            try:
+                return await self._writer.submit(functools.partial(_call_with, op, size)), size
+            except DiskFull:
+                if size <= 1:
+                    raise
+                size //= 2
+                with contextlib.suppress(StorageError):
+                    await self.checkpoint()
 
     async def checkpoint(self) -> None:
         """Fold the WAL back into the database file and truncate it (called when idle)."""
@@ -624,7 +648,12 @@ def _advance(
 
 
 def _purge(
-    conn: sqlite3.Connection, outputs: Sequence[str], delivered_before: float, seen_before: float, dedup: DedupIndex
+    conn: sqlite3.Connection,
+    outputs: Sequence[str],
+    delivered_before: float,
+    seen_before: float,
+    dedup: DedupIndex,
+    limit: int,
 ) -> MaintenanceReport:
     marks = ",".join("?" * len(outputs))
     row = conn.execute(
@@ -635,11 +664,15 @@ def _purge(
     if row is not None and row[0] is not None:
         # A bounded number per transaction: a huge DELETE needs WAL space a full disk may not have.
         condition = "WHERE id IN (SELECT id FROM events WHERE id < ? AND received_at < ? ORDER BY id LIMIT ?)"
-        args = (row[0], delivered_before, PURGE_CHUNK)
+        args = (row[0], delivered_before, limit)
         freed = conn.execute(f"SELECT COALESCE(SUM(length(body)), 0) FROM events {condition}", args).fetchone()[0]
         purged = conn.execute(f"DELETE FROM events {condition}", args).rowcount
     expired = dedup.expire(conn, seen_before)
     return MaintenanceReport(events_purged=purged, dedup_keys_expired=expired, bytes_freed=freed)
+
+
+def _call_with(op: Callable[[sqlite3.Connection, int], T], size: int, conn: sqlite3.Connection) -> T:
+    return op(conn, size)
 
 
 def _vacuum(conn: sqlite3.Connection, max_pages: int) -> int:

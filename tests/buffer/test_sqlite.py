@@ -21,7 +21,7 @@ from forwarder.buffer import SqliteBuffer
 from forwarder.buffer.lock import DirectoryInUse, DirectoryLock
 from forwarder.buffer.sqlite import DeadLetter
 from forwarder.buffer.writer import GroupCommitter
-from forwarder.errors import StorageError
+from forwarder.errors import DiskFull, StorageError
 from forwarder.types import EventKind, Position, Record, Webhook
 
 pytestmark = pytest.mark.anyio
@@ -360,4 +360,33 @@ async def test_one_maintenance_pass_hands_a_burst_back_to_the_filesystem(tmp_pat
         assert report.pages_vacuumed * 4096 >= 19 << 20
         assert (tmp_path / "buffer.db").stat().st_size < grown // 10
     finally:
+        await buffer.close()
+
+
+async def test_on_a_full_disk_maintenance_steps_shrink_until_they_fit(tmp_path: Path) -> None:
+    """A step too large for the space left is retried smaller: a drained buffer never stays full."""
+    buffer = SqliteBuffer.open(tmp_path, outputs=["a"])
+    try:
+        for n in range(10):
+            await buffer.append(webhook(n))
+        await buffer.advance("a", Position(11, 0), delivered=10)
+        submit = buffer._writer.submit
+        sizes: list[int] = []
+
+        def tight(fn: Callable[..., object], **kwargs: object) -> object:
+            size = getattr(fn, "args", (None, None))[1]
+            if isinstance(size, int):
+                sizes.append(size)
+                if size > 4:  # only four units of work fit on the disk
+                    raise DiskFull("disk full while writing the buffer: database or disk is full")
+            return submit(fn, **kwargs)  # type: ignore[arg-type]
+
+        buffer._writer.submit = tight  # type: ignore[method-assign,assignment]
+        report = await buffer.maintain()
+        assert report.events_purged == 10
+        # purging: halved down to 4 events, then 4 + 4 + the last 2; vacuuming shrinks the same way
+        assert sizes[:9] == [256, 128, 64, 32, 16, 8, 4, 4, 4]
+        assert sizes[9:16] == [1024, 512, 256, 128, 64, 32, 16]
+    finally:
+        buffer._writer.submit = submit  # type: ignore[method-assign]
         await buffer.close()
