@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import ssl
 import time
 from collections.abc import Callable, Coroutine
@@ -60,11 +61,39 @@ class _Server(uvicorn.Server):
     """uvicorn's server, reporting the first stop signal when it happens rather than after the drain."""
 
     on_exit: Callable[[str], None] = staticmethod(lambda reason: None)
+    handshake_timeout: float = 60.0
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if not self.should_exit:
             self.on_exit(signal.Signals(sig).name)
         super().handle_exit(sig, frame)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's startup for pre-bound sockets, plus a TLS handshake deadline.
+
+        uvicorn leaves asyncio's default of 60 s, and a connection still in its handshake is
+        invisible to the HTTP protocol (its header deadline and the connection limit), so idle
+        TLS connections could pile up to the file-descriptor limit. The service always passes
+        its own sockets, which is the only branch of uvicorn's startup needed here.
+        """
+        assert sockets is not None, "the service binds its sockets itself"
+        await self.lifespan.startup()
+        config = self.config
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state, _loop=_loop
+            )
+
+        loop = asyncio.get_running_loop()
+        timeout = self.handshake_timeout if config.ssl else None
+        self.servers = [
+            await loop.create_server(
+                create_protocol, sock=sock, ssl=config.ssl, backlog=config.backlog, ssl_handshake_timeout=timeout
+            )
+            for sock in sockets
+        ]
+        self.started = True
 
 
 def open_buffer(config: Config) -> SqliteBuffer:
@@ -158,7 +187,7 @@ class Service:
         context = self._ssl
         uv_config = uvicorn.Config(
             build_app(self._webhooks, listen.path),
-            http=protocol_class(listen.header_timeout),
+            http=protocol_class(listen.header_timeout, listen.max_header_bytes),
             lifespan="off",
             log_config=None,
             access_log=False,
@@ -170,6 +199,7 @@ class Service:
         )
         server = _Server(uv_config)
         server.on_exit = self._begin_stop
+        server.handshake_timeout = listen.header_timeout
         return server
 
     def _start_admin(self) -> Any:

@@ -103,6 +103,12 @@ def headers_timed_out(client: str | None, timeout: float, mid_request: bool) -> 
     )
 
 
+def headers_too_large(client: str | None, limit: int) -> None:
+    receiver_log.warning(
+        "request refused: headers larger than listen.max_header_bytes", extra={"client": client, "limit": limit}
+    )
+
+
 _exhausted = {"last": 0.0, "since": 0}
 CONNECTIONS_EXHAUSTED_EVERY = 10.0  # seconds between repeats of the warning while it lasts
 

@@ -101,6 +101,7 @@ def _listen(t: Table) -> ListenConfig:
         max_body_bytes=t.size("max_body_bytes", d.max_body_bytes, minimum=1024),
         max_inflight_body_bytes=t.size("max_inflight_body_bytes", d.max_inflight_body_bytes, minimum=1024),
         header_timeout=t.duration("header_timeout", d.header_timeout, minimum=0.01),
+        max_header_bytes=t.size("max_header_bytes", d.max_header_bytes, minimum=1024),
         body_timeout=t.duration("body_timeout", d.body_timeout, minimum=0.01),
         body_idle_timeout=t.duration("body_idle_timeout", d.body_idle_timeout, minimum=0.01),
         keep_alive_timeout=t.duration("keep_alive_timeout", d.keep_alive_timeout, minimum=0.1),

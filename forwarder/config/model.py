@@ -37,6 +37,8 @@ class ListenConfig:
     # From the first byte of a request (or the connection's opening) to the end of its headers:
     # Snyk sends its headers at once, so a client slower than this is a slowloris or a dead peer.
     header_timeout: float = 10.0
+    # Snyk's headers are well under 2 KiB; this bounds what an unverified client can make us hold.
+    max_header_bytes: int = 64 * 1024
     body_timeout: float = 120.0
     body_idle_timeout: float = 30.0
     keep_alive_timeout: float = 5.0

@@ -5,9 +5,12 @@
    slot forever, and enough of them exhaust ``listen.max_connections``. Here every request must
    complete its headers within ``listen.header_timeout`` of its first byte (or of the connection
    opening), like nginx's client_header_timeout or Go's ReadHeaderTimeout.
-2. A useful answer at the connection limit. uvicorn's own is a plain-text 503 without
+2. A header size limit. httptools buffers a header of any size, so a client could fill memory
+   with one endless header line without ever being verified: past ``listen.max_header_bytes``
+   the request is refused with 431 and the connection closed.
+3. A useful answer at the connection limit. uvicorn's own is a plain-text 503 without
    Retry-After; Snyk and operators get the same JSON error, with Retry-After, as every other
-   refusal, and the log names the setting to raise.
+   refusal, and the log names the setting to raise. Unparsable requests get JSON too.
 """
 
 from __future__ import annotations
@@ -25,12 +28,43 @@ OVERLOADED_RETRY_AFTER = 5  # seconds; connections free up as fast as requests f
 
 
 class WebhookProtocol(HttpToolsProtocol):
-    header_timeout: float = 10.0  # replaced per server by :func:`protocol_class`
+    # replaced per server by :func:`protocol_class`
+    header_timeout: float = 10.0
+    max_header_bytes: int = 64 * 1024
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_deadline: asyncio.TimerHandle | None = None
         self._in_headers = False
+        self._header_bytes = 0
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._in_headers and not self.transport.is_closing():
+            # Counted after parsing, so a read that completes small headers and carries body
+            # bytes is never mistaken for large headers; memory stays within limit + one read.
+            self._header_bytes += len(data)
+            if self._header_bytes > self.max_header_bytes:
+                telemetry.headers_too_large(self.client[0] if self.client else None, self.max_header_bytes)
+                self._refuse(
+                    431,
+                    "Request Header Fields Too Large",
+                    "header_too_large",
+                    f"request headers exceed listen.max_header_bytes ({self.max_header_bytes} bytes)",
+                )
+
+    def send_400_response(self, msg: str) -> None:
+        self._refuse(400, "Bad Request", "malformed_http", f"{msg} The request line or headers could not be parsed")
+
+    def _refuse(self, status: int, reason: str, code: str, message: str) -> None:
+        """Answer before any application code ran, and close: the connection's state is unknown."""
+        body = orjson.dumps({"error": code, "message": message})
+        self.transport.write(
+            f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            f"content-length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        self.transport.close()
 
     # --- header deadline ----------------------------------------------------------------------------------
 
@@ -41,6 +75,7 @@ class WebhookProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_headers = True
+        self._header_bytes = 0
         self._arm_header_deadline()
 
     def on_headers_complete(self) -> None:
@@ -68,17 +103,14 @@ class WebhookProtocol(HttpToolsProtocol):
             return  # a request is being answered; its own body and keep-alive timers apply
         telemetry.headers_timed_out(self.client[0] if self.client else None, self.header_timeout, self._in_headers)
         if self._in_headers:  # the client is mid-request: tell it why it is cut off
-            body = orjson.dumps(
-                {
-                    "error": "header_timeout",
-                    "message": f"request headers not complete within {self.header_timeout:g}s; send them at once",
-                }
+            self._refuse(
+                408,
+                "Request Timeout",
+                "header_timeout",
+                f"request headers not complete within {self.header_timeout:g}s; send them at once",
             )
-            self.transport.write(
-                b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
-                b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-            )
-        self.transport.close()
+        else:
+            self.transport.close()
 
     # --- connection limit ---------------------------------------------------------------------------------
 
@@ -108,6 +140,7 @@ async def _overloaded(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def protocol_class(header_timeout: float) -> type[WebhookProtocol]:
-    """A subclass carrying this server's header deadline (uvicorn instantiates the class itself)."""
-    return type("WebhookProtocol", (WebhookProtocol,), {"header_timeout": header_timeout})
+def protocol_class(header_timeout: float, max_header_bytes: int) -> type[WebhookProtocol]:
+    """A subclass carrying this server's limits (uvicorn instantiates the class itself)."""
+    limits = {"header_timeout": header_timeout, "max_header_bytes": max_header_bytes}
+    return type("WebhookProtocol", (WebhookProtocol,), limits)

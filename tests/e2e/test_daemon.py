@@ -234,3 +234,13 @@ def test_send_test_to_an_untrusted_certificate_suggests_cacert(workdir: Path, te
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert "--cacert" in result.stderr
+
+
+def test_a_connection_that_never_starts_tls_is_closed_after_the_header_timeout(workdir: Path, test_ca: LocalCA) -> None:
+    config = config_text(
+        workdir / "state", test_ca, file_output(workdir / "o.jsonl"), listen_extra='header_timeout = "0.5s"'
+    )
+    with running(workdir, config) as daemon, socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as raw:
+        started = time.monotonic()
+        assert raw.recv(1024) == b""  # the server gave up on the handshake and closed
+        assert time.monotonic() - started < 5  # asyncio's own default would be 60 s

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.anyio
 
 HEADER_TIMEOUT = 0.3
 MAX_CONNECTIONS = 2
+MAX_HEADER_BYTES = 4096
 
 
 async def ok(scope: Any, receive: Any, send: Any) -> None:
@@ -30,7 +31,7 @@ async def server() -> AsyncIterator[int]:
     sock = bind("127.0.0.1", 0)
     config = uvicorn.Config(
         ok,
-        http=protocol_class(HEADER_TIMEOUT),
+        http=protocol_class(HEADER_TIMEOUT, MAX_HEADER_BYTES),
         lifespan="off",
         log_config=None,
         limit_concurrency=MAX_CONNECTIONS,
@@ -95,4 +96,32 @@ async def test_at_the_connection_limit_the_answer_is_json_503_with_retry_after(
     assert any("listen.max_connections" in r.getMessage() for r in caplog.records)
     for _, w in held:
         w.close()
+    writer.close()
+
+
+async def test_headers_over_the_limit_get_431_json_and_a_close(server: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server)
+    writer.write(b"POST /webhooks/snyk HTTP/1.1\r\nHost: x\r\nX-Big: ")
+    for _ in range(10):  # 10 KiB of one header, more than twice the limit, never finished
+        writer.write(b"a" * 1024)
+    head, _, body = (await read_all(reader)).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 ")
+    assert orjson.loads(body)["error"] == "header_too_large"
+    writer.close()
+
+
+async def test_small_headers_with_a_large_body_in_the_same_read_are_fine(server: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server)
+    body = b"x" * (4 * MAX_HEADER_BYTES)
+    writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    assert (await asyncio.wait_for(reader.readuntil(b"ok"), 5)).startswith(b"HTTP/1.1 200 ")
+    writer.close()
+
+
+async def test_an_unparsable_request_gets_json_400(server: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server)
+    writer.write(b"\x00\x01 garbage\r\n\r\n")
+    head, _, body = (await read_all(reader)).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert orjson.loads(body)["error"] == "malformed_http"
     writer.close()

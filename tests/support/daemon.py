@@ -197,9 +197,12 @@ def post(
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The complete lines written so far: the daemon may be in the middle of writing the next one."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    data = path.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    return [json.loads(line) for line in complete.decode("utf-8").splitlines() if line.strip()]
 
 
 def wait_for_lines(path: Path, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
