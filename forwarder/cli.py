@@ -25,6 +25,7 @@ from forwarder import __version__, cli_snyk
 from forwarder.buffer.lock import DirectoryLock
 from forwarder.config import Config, load_config
 from forwarder.config.embedded import embedded_config
+from forwarder.config.reader import SecretUse
 from forwarder.errors import ConfigError, ForwarderError
 
 SAMPLES = (
@@ -112,22 +113,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(path: Path | None, *, create: bool = True) -> Config:
-    """The configuration; ``create=False`` for commands that must leave no file behind (run as
-    root, a generated secret would then belong to root and lock the service user out)."""
-    return embedded_config(create=create) if path is None else load_config(path, create=create)
+def _load(path: Path | None, *, secrets: SecretUse = "resolve") -> Config:
+    """The configuration. Only ``serve`` may create the secret files the configuration asks to
+    generate: commands an operator runs, perhaps as root, leave no file behind."""
+    return embedded_config(secrets=secrets) if path is None else load_config(path, secrets=secrets)
 
 
 def _serve(args: argparse.Namespace) -> int:
     from forwarder import logs, service  # heavy imports only for the daemon
 
-    config = _load(args.config)
+    config = _load(args.config, secrets="create")
     logs.configure(config.service.log_level)
 
     def ready(svc: service.Service) -> None:
         _print_banner(svc, args.config)
 
-    return service.run(config, reload_config=lambda: _load(args.config), on_ready=ready)
+    return service.run(config, reload_config=lambda: _load(args.config, secrets="create"), on_ready=ready)
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -137,6 +138,9 @@ def _check_config(args: argparse.Namespace) -> int:
         f"{config.source}: OK — listen {config.listen.address}:{config.listen.port}{config.listen.path}, "
         f"{len(config.webhook.secrets)} webhook secret(s), state in {config.state_dir}, outputs: {outputs}"
     )
+    for secret in config.webhook.secrets:
+        if not secret.available:
+            print(f"  note: webhook secret from {secret.source}")
     if not args.probe:
         return 0
     import asyncio
@@ -155,7 +159,11 @@ def _send_test(args: argparse.Namespace) -> int:
     from forwarder.receiver.verify import signature
     from forwarder.selfsigned import self_signed_ca
 
-    config = _load(args.config, create=False)
+    config = _load(args.config)
+    secret = config.webhook.secrets[0]
+    if not secret.available:
+        print(f"the webhook secret does not exist yet ({secret.source}): start the daemon first", file=sys.stderr)
+        return 1
     if args.file is not None:
         body = _read_input(args.file)
         if body is None:
@@ -190,7 +198,7 @@ def _send_test(args: argparse.Namespace) -> int:
         "User-Agent": "snyk-forwarder-send-test",
         "X-Snyk-Event": event,
         "X-Snyk-Transport-ID": str(uuid.uuid4()),
-        "X-Hub-Signature": signature(config.webhook.secrets[0].reveal().encode(), body).decode(),
+        "X-Hub-Signature": signature(secret.reveal().encode(), body).decode(),
     }
     try:
         response = httpx.post(url, content=body, headers=headers, verify=verify, timeout=30.0)
@@ -235,7 +243,7 @@ def _print_banner(svc: object, config_path: Path | None) -> None:
 def _status(args: argparse.Namespace) -> int:
     from forwarder.buffer.admin import read_status
 
-    config = _load(args.config, create=False)
+    config = _load(args.config, secrets="skip")
     buffer = config.buffer
     status = read_status(config.state_dir, [o.name for o in config.outputs], reserve_expected=buffer.reserve_bytes > 0)
     if args.json:
@@ -246,6 +254,8 @@ def _status(args: argparse.Namespace) -> int:
         f"{status.events} stored events, {status.quarantined} quarantined (unknown event types); "
         f"{_size(status.free_bytes)} free on its filesystem"
     )
+    daemon = DirectoryLock.holder(config.state_dir)
+    print("daemon: not running, nothing is being sent" if daemon is None else f"daemon: running (pid {daemon})")
     if status.reserve_released:
         print("DISK FULL: new deliveries get 503 until space is freed (the outputs keep draining)")
     if status.stored_bytes >= buffer.high_water * buffer.max_bytes:
@@ -256,6 +266,8 @@ def _status(args: argparse.Namespace) -> int:
     print(f"{'OUTPUT':<16} {'PENDING EVENTS':>14} {'OLDEST':>8} {'DELIVERED':>10} {'DEAD':>6}  STATE")
     for o in status.outputs:
         state = f"paused: {o.paused}" if o.paused else o.state
+        if daemon is None and o.state in ("sending", "retrying"):
+            state = f"stopped ({o.state} when last running)"
         print(
             f"{o.name:<16} {o.pending_events:>14} {_age(o.oldest_pending_age_s):>8} {o.delivered:>10} "
             f"{o.dead_letters:>6}  {state}"
@@ -276,7 +288,7 @@ def _status(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from forwarder.buffer.admin import replay
 
-    config = _load(args.config, create=False)
+    config = _load(args.config, secrets="skip")
     names = [o.name for o in config.outputs]
     for name in filter(None, (args.output, args.into)):
         if name not in names:

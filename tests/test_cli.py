@@ -37,12 +37,15 @@ def test_help_describes_the_product() -> None:
 
 
 async def test_replay_while_the_daemon_is_stopped_says_when_they_will_be_sent(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Also: status and replay only read the buffer, so they work without the secrets' environment."""
+    monkeypatch.delenv("SNYK_FWD_TEST_UNSET", raising=False)
     state = tmp_path / "state"
     config = tmp_path / "config.toml"
     config.write_text(
-        f'[listen]\nplain_http = true\n[state]\ndirectory = "{state}"\n[webhook]\nsecret = "s3cret"\n'
+        f'[listen]\nplain_http = true\n[state]\ndirectory = "{state}"\n'
+        '[webhook]\nsecret = { env = "SNYK_FWD_TEST_UNSET" }\n'
         f'[outputs.local]\ntype = "file"\npath = "{tmp_path / "out.jsonl"}"\n'
     )
     buffer = SqliteBuffer.open(state, outputs=["local"])
@@ -51,3 +54,5 @@ async def test_replay_while_the_daemon_is_stopped_says_when_they_will_be_sent(
     await buffer.close()
     assert main(["replay", "--config", str(config), "--output", "local"]) == 0
     assert "the daemon is not running: it sends them when it starts" in capsys.readouterr().out
+    assert main(["status", "--config", str(config)]) == 0
+    assert "daemon: not running" in capsys.readouterr().out

@@ -104,10 +104,15 @@ def _file_identity(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def connect(path: Path, *, new: bool = False) -> sqlite3.Connection:
-    """The single place where connections are opened and their durability is chosen."""
+def connect(path: Path, *, new: bool = False, existing: bool = False) -> sqlite3.Connection:
+    """The single place where connections are opened and their durability is chosen.
+
+    ``existing``: fail rather than create the file (readers: if someone deleted the buffer, a
+    reader must not quietly start an empty one at its path).
+    """
+    target: str | Path = f"{path.absolute().as_uri()}?mode=rw" if existing else path
     try:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False, timeout=30.0, uri=existing)
         if new:
             # Must come before WAL mode and the first table; lets retention hand pages back to the
             # filesystem (incremental vacuum) so the file does not stay at its largest size.
@@ -209,10 +214,15 @@ class SqliteBuffer:
             state.stored_bytes = conn.execute("SELECT COALESCE(SUM(length(body)), 0) FROM events").fetchone()[0]
             dedup = DedupIndex()
             dedup.load(conn, time.time() - dedup_window)
+            stats = connect(path, existing=True)
         except sqlite3.Error as exc:
             conn.close()
             lock.release()
             raise storage_error(exc) from exc
+        except StorageError:
+            conn.close()
+            lock.release()
+            raise
         if created:
             _fsync_dir(directory)  # the new file's directory entry must be durable too
         buffer = cls(
@@ -229,6 +239,9 @@ class SqliteBuffer:
             on_commit=on_commit,
             lock=lock,
         )
+        # Opened now, not at the first scrape: should the file be deleted later, metrics still
+        # read the open (unlinked) file while it drains.
+        buffer._stats = stats
         if not buffer._reserve.ensure():
             state.disk_full, state.disk_full_since = True, time.time()
         buffer._update_backpressure()
@@ -260,8 +273,8 @@ class SqliteBuffer:
             log.error(
                 "the buffer file was deleted or replaced while the daemon runs; new deliveries are refused with "
                 "503 so none is acknowledged into a file that no longer exists. Events already stored keep "
-                "shipping from the open file: restart the service once `snyk-forwarder status` shows nothing "
-                "pending (a restart starts a new, empty buffer)",
+                "shipping from the open file: restart the service once the metric "
+                "snyk_forwarder_output_pending_events is 0 for every output (a restart starts a new, empty buffer)",
                 extra={"path": str(self.path)},
             )
         return not self.state.file_lost
@@ -308,8 +321,7 @@ class SqliteBuffer:
     def pending_by_output(self, positions: dict[str, Position | None]) -> dict[str, tuple[int, float | None]]:
         """(events not yet fully delivered, receive time of the oldest) per output — for metrics,
         from a connection of its own so a scrape never waits for the writer."""
-        if self._stats is None:
-            self._stats = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
+        assert self._stats is not None
         result: dict[str, tuple[int, float | None]] = {}
         for name, position in positions.items():
             if position is None:
@@ -333,7 +345,7 @@ class SqliteBuffer:
 
     def reader(self) -> BufferReader:
         """A read connection for one consumer; reads run in a worker thread."""
-        return BufferReader(connect(self.path))
+        return BufferReader(connect(self.path, existing=True))
 
     async def positions(self) -> dict[str, Position]:
         return await self._writer.submit(_positions)

@@ -26,7 +26,7 @@ from forwarder.config.model import (
     ServiceConfig,
     WebhookConfig,
 )
-from forwarder.config.reader import Table
+from forwarder.config.reader import SecretUse, Table
 from forwarder.config.secrets import Secret, resolve_secret
 from forwarder.errors import ConfigError
 from forwarder.formats.leef import parse_delimiter
@@ -37,7 +37,7 @@ _OUTPUT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-def load_config(path: Path, *, create: bool = True) -> Config:
+def load_config(path: Path, *, secrets: SecretUse = "create") -> Config:
     """Read and validate a config file; every error names the file."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -49,17 +49,17 @@ def load_config(path: Path, *, create: bool = True) -> Config:
             hint="check the path given to --config and its permissions",
         ) from exc
     try:
-        return parse_config(text, base_dir=path.resolve().parent, source=str(path), create=create)
+        return parse_config(text, base_dir=path.resolve().parent, source=str(path), secrets=secrets)
     except ConfigError as exc:
         raise exc.in_file(str(path)) from None
 
 
-def parse_config(text: str, *, base_dir: Path, source: str = "<string>", create: bool = True) -> Config:
+def parse_config(text: str, *, base_dir: Path, source: str = "<string>", secrets: SecretUse = "create") -> Config:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("<toml>", f"is not valid TOML: {exc}", hint="fix the syntax at the line shown") from None
-    root = Table(data, "", base_dir, create=create)
+    root = Table(data, "", base_dir, secrets=secrets)
     root.finish(known=SECTIONS)  # a misspelt section first, not "[webhook] is required" about its twin
     config = Config(
         listen=_listen(root.table("listen")),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from forwarder.config import Config, parse_config
+from forwarder.config.reader import SecretUse
 
 TEXT = """\
 # snyk-forwarder quick-start configuration: everything local, nothing to set up.
@@ -34,5 +35,5 @@ path = "state/records.jsonl"
 """
 
 
-def embedded_config(base_dir: Path | None = None, *, create: bool = True) -> Config:
-    return parse_config(TEXT, base_dir=base_dir or Path.cwd(), source="<embedded default>", create=create)
+def embedded_config(base_dir: Path | None = None, *, secrets: SecretUse = "create") -> Config:
+    return parse_config(TEXT, base_dir=base_dir or Path.cwd(), source="<embedded default>", secrets=secrets)

@@ -12,11 +12,17 @@ import difflib
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from forwarder.errors import ConfigError
 
 T = TypeVar("T")
+
+# How a command uses the secrets in the file. "create": read them, generating a missing
+# ``generate = true`` file (only the daemon does: commands an operator runs, perhaps as root,
+# must leave no file behind). "resolve": read them, never create; a secret still to be generated
+# reads as empty and not ``available``. "skip": not read at all (status and replay need none).
+SecretUse = Literal["create", "resolve", "skip"]
 
 _MISSING: Any = object()
 
@@ -69,13 +75,11 @@ def _close(word: str, candidates: Iterable[str]) -> str | None:
 class Table:
     """One TOML table plus its dotted path; getters validate and remember which keys were read."""
 
-    def __init__(self, data: dict[str, Any], path: str, base_dir: Path, *, create: bool = True) -> None:
+    def __init__(self, data: dict[str, Any], path: str, base_dir: Path, *, secrets: SecretUse = "create") -> None:
         self.data = data
         self.path = path
         self.base_dir = base_dir
-        # Whether reading may create what the config says to generate (a webhook secret file):
-        # only the daemon does; commands an operator runs, perhaps as root, must not.
-        self.create = create
+        self.secrets = secrets
         self._seen: set[str] = set()
 
     def key(self, name: str) -> str:
@@ -248,7 +252,7 @@ class Table:
         value = self.raw(name, _MISSING if required else {})
         if not isinstance(value, dict):
             raise self.error(name, "must be a table", value=value, hint=f"write it as a [{self.key(name)}] section")
-        return Table(value, self.key(name), self.base_dir, create=self.create)
+        return Table(value, self.key(name), self.base_dir, secrets=self.secrets)
 
     def subtables(self) -> list[tuple[str, Table]]:
         """Every key of this table as a named sub-table (e.g. each ``[outputs.<name>]``)."""
@@ -262,7 +266,7 @@ class Table:
                     value=value,
                     hint=f"write it as a [{self.key(name)}] section with a type = … key",
                 )
-            result.append((name, Table(value, self.key(name), self.base_dir, create=self.create)))
+            result.append((name, Table(value, self.key(name), self.base_dir, secrets=self.secrets)))
         return result
 
     def finish(self, known: Iterable[str] = ()) -> None:

@@ -215,15 +215,21 @@ def test_send_test_before_the_first_start_creates_nothing_and_says_start_first(w
         f'[webhook]\nsecret = {{ file = "{state / "webhook-secret"}", generate = true }}\n'
         f"{file_output(workdir / 'out.jsonl')}"
     )
-    for command in ("send-test", "status"):
-        result = subprocess.run(
+
+    def run(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
             [sys.executable, "-m", "forwarder", command, "--config", str(config)],
             capture_output=True,
             text=True,
             timeout=30,
         )
-        assert result.returncode != 0
-        assert "start the daemon" in result.stderr, result.stderr
+
+    checked = run("check-config")
+    assert checked.returncode == 0 and "the daemon creates it on its first start" in checked.stdout
+    sent = run("send-test")
+    assert sent.returncode == 1 and "start the daemon first" in sent.stderr
+    status = run("status")
+    assert status.returncode == 1 and "has the daemon ever run" in status.stderr
     assert not state.exists()
 
 

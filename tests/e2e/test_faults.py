@@ -324,6 +324,10 @@ def test_a_deleted_state_directory_refuses_deliveries_and_says_restart(workdir: 
             assert "restart the service" in refused.json()["message"]
             ready = httpx.get(f"http://127.0.0.1:{daemon.admin_port}/readyz", timeout=10)
             assert ready.status_code == 503 and "buffer file deleted or replaced" in ready.text
+            metrics = httpx.get(f"http://127.0.0.1:{daemon.admin_port}/metrics", timeout=10)
+            assert metrics.status_code == 200  # read from the still-open file: how far draining got
+            assert 'snyk_forwarder_output_pending_events{output="local"} 0.0' in metrics.text
+            assert not state.exists()  # nothing quietly started a new, empty buffer there
         logs = daemon.logs()
         lost = [e for e in logs if "deleted or replaced" in e.get("message", "")]
         assert len(lost) == 1 and lost[0]["level"] == "ERROR"
