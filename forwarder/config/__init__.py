@@ -72,8 +72,29 @@ def parse_config(text: str, *, base_dir: Path, source: str = "<string>", secrets
         source=source,
     )
     _check_ports(config)
+    _check_output_paths(config)
     return config
 
+
+def _check_output_paths(config: Config) -> None:
+    """A file output must not append into the buffer's own files (it would corrupt them)."""
+    from forwarder.buffer.lock import LOCK_NAME
+    from forwarder.buffer.space import RESERVE_NAME
+    from forwarder.buffer.sqlite import DB_NAME
+
+    state = config.state_dir.absolute()
+    owned = {DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", RESERVE_NAME, LOCK_NAME, "webhook-secret"}
+    for output in config.outputs:
+        path = getattr(output.settings, "path", None)
+        if output.type != "file" or not isinstance(path, Path):
+            continue
+        path = path.absolute()
+        if (path.parent == state and path.name in owned) or path.is_relative_to(state / "tls"):
+            raise ConfigError(
+                f"outputs.{output.name}.path",
+                f"{path} is one of the forwarder's own files in its state directory",
+                hint=f'write records elsewhere, e.g. path = "{state / "records.jsonl"}"',
+            )
 
 SECTIONS = ("listen", "webhook", "state", "buffer", "records", "service", "admin", "outputs")
 

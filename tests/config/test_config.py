@@ -263,6 +263,8 @@ def test_file_output_paths_are_checked_before_the_daemon_starts(tmp_path: Path) 
     assert "a-file is a file" in error(under_a_file, tmp_path).render()
     a_directory = MINIMAL.replace('path = "out.jsonl"', f'path = "{tmp_path}"')
     assert "is a directory" in error(a_directory, tmp_path).render()
+    into_the_buffer = MINIMAL.replace('path = "out.jsonl"', 'path = "state/buffer.db"')
+    assert "forwarder's own files" in error(into_the_buffer, tmp_path).render()
     twice = MINIMAL + '\n[outputs.copy]\ntype = "file"\npath = "out.jsonl"\n'
     exc = error(twice, tmp_path)
     assert exc.key == "outputs.copy.path" and "outputs.local.path" in exc.render()
