@@ -323,7 +323,7 @@ def _flatten(args: argparse.Namespace) -> int:
     import orjson
 
     from forwarder.config.model import DeliveryConfig
-    from forwarder.flatten import Snapshot
+    from forwarder.flatten import Snapshot, shape_problems
     from forwarder.formats import build_formatter
     from forwarder.types import StoredEvent, Webhook
 
@@ -342,6 +342,8 @@ def _flatten(args: argparse.Namespace) -> int:
         received_at=time.time(),
         snyk_timestamp=args.timestamp,
     )
+    for problem in shape_problems(payload):
+        print(f"warning: {args.file}: {problem}; those parts yield no records", file=sys.stderr)
     snapshot = Snapshot(StoredEvent(0, webhook), payload, summary=args.summary)
     formatter = build_formatter(DeliveryConfig(format=args.format))
     out = sys.stdout.buffer

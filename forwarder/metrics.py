@@ -30,6 +30,11 @@ EVENTS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+SNAPSHOTS_MALFORMED = Counter(
+    "snyk_forwarder_snapshots_malformed",
+    "Stored snapshots whose newIssues/removedIssues are missing or not lists of objects.",
+    registry=REGISTRY,
+)
 RECORDS_DELIVERED = Counter(
     "snyk_forwarder_records_delivered", "Records an output confirmed.", ["output"], registry=REGISTRY
 )

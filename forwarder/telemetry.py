@@ -94,6 +94,15 @@ def webhook_rejected(
     )
 
 
+def snapshot_unexpected_shape(event_id: int | None, problems: list[str]) -> None:
+    metrics.SNAPSHOTS_MALFORMED.inc()
+    receiver_log.warning(
+        "snapshot stored, but parts of it yield no records: the payload is not shaped as Snyk documents "
+        "project_snapshot/v0 (check the sender; `snyk-forwarder flatten` shows what it yields)",
+        extra={"event_id": event_id, "problems": problems},
+    )
+
+
 def headers_timed_out(client: str | None, timeout: float, mid_request: bool) -> None:
     # An idle connection closed is routine (debug); one cut off mid-headers is worth seeing.
     receiver_log.log(

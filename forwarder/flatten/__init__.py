@@ -22,7 +22,28 @@ from forwarder.flatten.timestamps import parse_ms
 from forwarder.flatten.values import ident, obj
 from forwarder.types import Action, Position, Record, StoredEvent
 
-__all__ = ["Snapshot", "record_id"]
+__all__ = ["Snapshot", "record_id", "shape_problems"]
+
+
+def shape_problems(payload: Any) -> list[str]:
+    """What in a ``project_snapshot/v0`` body would make issues vanish without a trace.
+
+    Flattening tolerates all of it (nothing crashes, the raw event stays stored); this names it
+    so that a change in Snyk's payload shows up as a warning, not as a quiet drop in records.
+    """
+    root = obj(payload)
+    if "newIssues" not in root and "removedIssues" not in root:
+        return ["has neither newIssues nor removedIssues"]
+    problems = []
+    for key in ("newIssues", "removedIssues"):
+        value = root.get(key)
+        if key in root and not isinstance(value, list):
+            problems.append(f"{key} is not a list ({type(value).__name__})")
+        elif isinstance(value, list):
+            bad = sum(1 for item in value if not isinstance(item, dict))
+            if bad:
+                problems.append(f"{bad} of {len(value)} {key} elements are not objects")
+    return problems
 
 
 def record_id(body_sha256: str, action: str, index: int, issue_id: str | None) -> str:

@@ -35,6 +35,7 @@ from forwarder import telemetry
 from forwarder.buffer.sqlite import AppendResult
 from forwarder.config.model import ListenConfig
 from forwarder.errors import BadRequest, BadSignature, ReceiveError, StorageError, Unavailable, UnsupportedEncoding
+from forwarder.flatten import shape_problems
 from forwarder.receiver.body import SHUTTING_DOWN, MemoryBudget, ReadTimers, read_body
 from forwarder.receiver.verify import Verifier, why_not
 from forwarder.types import Webhook
@@ -235,6 +236,8 @@ class WebhookEndpoint:
             )
             return 202, {"status": "quarantined", "event": event}
         telemetry.webhook_stored(result.event_id, event, len(body), transport_id)
+        if known and (problems := shape_problems(payload)):
+            telemetry.snapshot_unexpected_shape(result.event_id, problems)
         return 202, {"status": "stored", "event_id": result.event_id}
 
 

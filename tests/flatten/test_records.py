@@ -6,10 +6,12 @@ import json
 import math
 from typing import Any
 
+import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forwarder.flatten import Snapshot
+from forwarder.flatten import Snapshot, shape_problems
 from tests.helpers import flatten_all, issue, leaf_paths, sample, snapshot_body, stored
 
 
@@ -109,3 +111,28 @@ def test_any_payload_shape_flattens_without_crash_or_garbage(new: Any, removed: 
             assert value not in ("", [], {}, None), path
             if isinstance(value, float):
                 assert math.isfinite(value), path
+
+
+@pytest.mark.parametrize(
+    ("payload", "problems"),
+    [
+        ({}, ["has neither newIssues nor removedIssues"]),
+        ([1, 2], ["has neither newIssues nor removedIssues"]),
+        ({"newIssues": "notalist"}, ["newIssues is not a list (str)"]),
+        (
+            {"newIssues": [1, "x", None, {}], "removedIssues": None},
+            ["3 of 4 newIssues elements are not objects", "removedIssues is not a list (NoneType)"],
+        ),
+        ({"newIssues": [], "removedIssues": [{}]}, []),
+        ({"removedIssues": []}, []),
+    ],
+)
+def test_shape_problems_name_what_yields_no_records(payload: object, problems: list[str]) -> None:
+    assert shape_problems(payload) == problems
+
+
+@pytest.mark.parametrize(
+    "name", ["snapshot_small.json", "snapshot_container.json", "snapshot_empty.json", "body_a.json"]
+)
+def test_the_shipped_samples_have_the_documented_shape(name: str) -> None:
+    assert shape_problems(orjson.loads(sample(name))) == []

@@ -280,3 +280,12 @@ async def test_a_body_that_is_not_utf8_is_400_naming_the_encoding(harness: Harne
     response = await harness.post(body)
     assert response.status_code == 400
     assert "UTF-8" in response.json()["message"] and harness.count() == 0
+
+
+async def test_a_snapshot_without_issue_arrays_is_kept_and_warned_about(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    response = await harness.post(b'{"project": {"name": "x"}, "newIssues": "notalist"}')
+    assert response.status_code == 202 and harness.count() == 1  # nothing lost
+    warned = [r for r in caplog.records if "yield no records" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].problems == ["newIssues is not a list (str)"]  # type: ignore[attr-defined]
