@@ -78,7 +78,13 @@ def _parser() -> argparse.ArgumentParser:
     send = sub.add_parser("send-test", help="POST a signed sample Snyk event to a running forwarder")
     send.add_argument("--config", type=Path, help="the running forwarder's configuration (default: built-in)")
     send.add_argument("--file", type=Path, help="payload to send (default: a sample snapshot shipped with the package)")
-    send.add_argument("--sample", choices=SAMPLES, default="snapshot_small.json", help="which shipped sample to send")
+    send.add_argument(
+        "--sample",
+        type=_sample_name,
+        choices=SAMPLES,
+        default="snapshot_small.json",
+        help="which shipped sample to send (.json may be left out)",
+    )
     send.add_argument(
         "--event",
         default=None,
@@ -97,17 +103,25 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--config", type=Path, help="configuration (default: the built-in one)")
     replay.add_argument("--output", required=True, help="output whose dead letters to replay")
     replay.add_argument(
-        "--since", help="only records that failed at or after this time (ISO 8601, or e.g. 2h for 2 hours ago)"
+        "--since",
+        type=_moment,
+        help="only records that failed at or after this time (ISO 8601, or e.g. 2h for 2 hours ago)",
     )
-    replay.add_argument("--until", help="only records that failed before this time (same forms)")
+    replay.add_argument("--until", type=_moment, help="only records that failed before this time (same forms)")
     replay.add_argument("--into", help="queue them for another output instead (e.g. after replacing a SIEM)")
     replay.set_defaults(handler=_replay)
 
     flatten = sub.add_parser("flatten", help="print the records a saved Snyk payload produces (offline)")
-    flatten.add_argument("file", type=Path, help="a project_snapshot/v0 body saved to a file")
-    flatten.add_argument("--format", choices=("ecs-json", "cef", "leef"), default="ecs-json")
+    flatten.add_argument("file", type=Path, help="a project_snapshot/v0 body saved to a file, or - for stdin")
+    flatten.add_argument(
+        "--format", choices=("ecs-json", "cef", "leef"), default="ecs-json", help="record format (default: ecs-json)"
+    )
     flatten.add_argument("--summary", action="store_true", help="also print the snapshot summary record")
-    flatten.add_argument("--timestamp", help="X-Snyk-Timestamp to assume (default: now)")
+    flatten.add_argument(
+        "--timestamp",
+        type=_snyk_timestamp,
+        help="X-Snyk-Timestamp to assume, ISO 8601 as Snyk sends it (default: now)",
+    )
     flatten.set_defaults(handler=_flatten)
     cli_snyk.register(sub)
     return parser
@@ -148,8 +162,14 @@ def _check_config(args: argparse.Namespace) -> int:
     from forwarder.probe import probe_outputs
 
     results = asyncio.run(probe_outputs(config.outputs))
+    settings = {o.name: o.settings for o in config.outputs}
     for name, problem in results.items():
-        print(f"  output {name}: {'reachable' if problem is None else 'FAILED — ' + problem}")
+        if problem is not None:
+            print(f"  output {name}: FAILED — {problem}")
+        elif getattr(settings[name], "transport", None) == "udp":
+            print(f"  output {name}: address resolved (UDP has no handshake: delivery cannot be confirmed)")
+        else:
+            print(f"  output {name}: reachable")
     return 0 if all(problem is None for problem in results.values()) else 1
 
 
@@ -216,6 +236,15 @@ def _send_test(args: argparse.Namespace) -> int:
     return 0 if response.is_success else 1
 
 
+def _destination(settings: object) -> str:
+    """Where an output sends, as the operator wrote it (a file, a URL, or host:port); no tokens."""
+    for name in ("path", "url", "endpoint"):
+        value = getattr(settings, name, None)
+        if value:
+            return str(value)
+    return f"{getattr(settings, 'host', '?')}:{getattr(settings, 'port', '?')}"
+
+
 def _print_banner(svc: object, config_path: Path | None) -> None:
     from forwarder.service import Service
 
@@ -230,11 +259,7 @@ def _print_banner(svc: object, config_path: Path | None) -> None:
     if svc.admin_port is not None:
         lines.append(f"  admin:    http://{config.admin.address}:{svc.admin_port}/metrics (/healthz, /readyz)")
     for oc in config.outputs:
-        where = (
-            getattr(oc.settings, "path", None)
-            or f"{getattr(oc.settings, 'host', '?')}:{getattr(oc.settings, 'port', '?')}"
-        )
-        lines.append(f"  output:   {oc.name} ({oc.type}, {oc.delivery.format}) → {where}")
+        lines.append(f"  output:   {oc.name} ({oc.type}, {oc.delivery.format}) → {_destination(oc.settings)}")
     lines.append("Send a signed sample Snyk event from another terminal:")
     lines.append(f"  {me} send-test{with_config}")
     print("\n".join(lines), flush=True)
@@ -296,9 +321,10 @@ def _replay(args: argparse.Namespace) -> int:
                 f"error: no output named {name!r} in {config.source}; configured: {', '.join(names)}", file=sys.stderr
             )
             return 2
-    queued, skipped = replay(
-        config.state_dir, args.output, since=_when(args.since), until=_when(args.until), into=args.into
-    )
+    if args.since is not None and args.until is not None and args.since >= args.until:
+        print("error: --since must be earlier than --until", file=sys.stderr)
+        return 2
+    queued, skipped = replay(config.state_dir, args.output, since=args.since, until=args.until, into=args.into)
     target = args.into or args.output
     if DirectoryLock.holder(config.state_dir) is None:
         print(f"queued {queued} dead letters for {target}; the daemon is not running: it sends them when it starts")
@@ -311,7 +337,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _read_input(path: Path) -> bytes | None:
     try:
-        return path.read_bytes()
+        return sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
     except OSError as exc:
         print(f"error: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
         return None
@@ -355,9 +381,8 @@ def _flatten(args: argparse.Namespace) -> int:
     return 0
 
 
-def _when(text: str | None) -> float | None:
-    if text is None:
-        return None
+def _moment(text: str) -> float:
+    """``--since``/``--until``: an ISO 8601 time, or a duration meaning that long ago (2h, 30m)."""
     from forwarder.config.reader import parse_duration
     from forwarder.flatten.timestamps import parse_ms
 
@@ -366,13 +391,23 @@ def _when(text: str | None) -> float | None:
         return time.time() - ago
     ms = parse_ms(text)
     if ms is None:
-        raise ConfigError(
-            "--since/--until",
-            "is not an ISO 8601 time or a duration",
-            value=text,
-            hint="e.g. 2026-12-03T09:00:00Z or 2h",
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time or a duration (e.g. 2026-12-03T09:00:00Z or 2h)"
         )
     return ms / 1000
+
+
+def _snyk_timestamp(text: str) -> str:
+    """``flatten --timestamp``: checked here, since the flattener quietly ignores what it cannot read."""
+    from forwarder.flatten.timestamps import parse_ms
+
+    if parse_ms(text) is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time like Snyk's, e.g. 2024-03-07T09:05:03.120Z")
+    return text
+
+
+def _sample_name(text: str) -> str:
+    return text if text.endswith(".json") else f"{text}.json"
 
 
 def _size(n: float) -> str:

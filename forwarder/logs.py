@@ -32,10 +32,19 @@ class _DropReplaced(logging.Filter):
     and the connection limit (with the setting to raise, rate-limited; see receiver.protocol)."""
 
     REPLACED = frozenset(
-        {"Started server process [%d]", "Finished server process [%d]", "Shutting down", "Exceeded concurrency limit."}
+        {
+            "Started server process [%d]",
+            "Finished server process [%d]",
+            "Shutting down",
+            "Exceeded concurrency limit.",
+            "Waiting for connections to close. (CTRL+C to force quit)",
+        }
     )
+    CANCELLED = "Cancel %s running task(s), timeout graceful shutdown exceeded"
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == self.CANCELLED:  # an error only when requests were really cut off
+            return record.args != (0,)
         return record.msg not in self.REPLACED
 
 

@@ -54,5 +54,39 @@ async def test_replay_while_the_daemon_is_stopped_says_when_they_will_be_sent(
     await buffer.close()
     assert main(["replay", "--config", str(config), "--output", "local"]) == 0
     assert "the daemon is not running: it sends them when it starts" in capsys.readouterr().out
+    assert main(["replay", "--config", str(config), "--output", "local", "--since", "1h", "--until", "2h"]) == 2
+    assert "--since must be earlier than --until" in capsys.readouterr().err
     assert main(["status", "--config", str(config)]) == 0
     assert "daemon: not running" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["flatten", "--timestamp", "garbage", "x.json"],
+        ["flatten", "--timestamp", "1700000000", "x.json"],
+        ["replay", "--output", "local", "--since", "garbage"],
+    ],
+)
+def test_malformed_arguments_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2 and "ISO 8601" in capsys.readouterr().err
+
+
+def test_flatten_reads_stdin_and_warns_about_an_unexpected_shape(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "forwarder", "flatten", "-"],
+        input=b'{"newIssues": [1, 2]}',
+        capture_output=True,
+        timeout=30,
+    )
+    assert result.returncode == 0 and result.stdout == b""
+    assert b"2 of 2 newIssues elements are not objects" in result.stderr
+
+
+def test_send_test_takes_a_sample_name_without_its_suffix() -> None:
+    from forwarder.cli import _parser
+
+    args = _parser().parse_args(["send-test", "--sample", "snapshot_container"])
+    assert args.sample == "snapshot_container.json"

@@ -96,6 +96,7 @@ def _check_output_paths(config: Config) -> None:
                 hint=f'write records elsewhere, e.g. path = "{state / "records.jsonl"}"',
             )
 
+
 SECTIONS = ("listen", "webhook", "state", "buffer", "records", "service", "admin", "outputs")
 
 
@@ -197,7 +198,7 @@ def _webhook(t: Table) -> WebhookConfig:
             raise t.error(
                 "secrets",
                 "must be a list of one or two secrets (two only while rotating)",
-                value=type(specs).__name__,
+                value=f"{len(specs)} secrets" if isinstance(specs, list) else type(specs).__name__,
                 hint='write secrets = [ { env = "OLD" }, { env = "NEW" } ]',
             )
         secrets.extend(resolve_secret(t, f"secrets[{i}]", spec) for i, spec in enumerate(specs))

@@ -191,7 +191,7 @@ class WebhookEndpoint:
         except orjson.JSONDecodeError as exc:
             if "UTF-8" in str(exc):
                 raise BadRequest(
-                    f"body is not UTF-8 ({exc}); JSON must be sent UTF-8 encoded (RFC 8259). Nothing was stored: "
+                    "body is not valid UTF-8; JSON must be sent UTF-8 encoded (RFC 8259). Nothing was stored: "
                     "check for a proxy or script that re-encodes the body",
                     code="malformed_json",
                 ) from None

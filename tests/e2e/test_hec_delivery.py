@@ -60,12 +60,15 @@ def test_webhooks_reach_hec_across_an_outage(workdir: Path, test_ca: LocalCA) ->
                 later = [snapshot_body([issue(f"SNYK-LATE-{n}-{i}") for i in range(3)]) for n in range(4)]
                 for body in later:
                     assert post(client, body).status_code == 202
-                time.sleep(1.0)  # the shipper retries against a closed port meanwhile
+                # the shipper retries against a closed port meanwhile
+                wait(lambda: any(e.get("message", "").startswith("delivery failed") for e in daemon.logs()))
                 receiver.start()
                 wait(lambda: len({e["event"]["event"]["id"] for e in receiver.acked_events}) == 22)
         finally:
             daemon.stop()
         logs = daemon.logs()
+        banner = (daemon.workdir / "stdout-1.txt").read_text()
+        assert "(splunk_hec, ecs-json) → https://127.0.0.1:" in banner and ":?" not in banner
     events = receiver.events
     ids = [e["event"]["event"]["id"] for e in events]
     assert len(set(ids)) == 22, "every record arrived"
