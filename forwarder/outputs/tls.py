@@ -5,7 +5,25 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
+from forwarder.config.reader import Table
 from forwarder.errors import ConfigError
+
+
+def check_files(t: Table, settings: object, *, client_auth: str) -> None:
+    """The TLS files an output's settings name: a client certificate needs its key (and the
+    reverse), and every file given must exist. ``client_auth`` says what the pair is for."""
+    cert, key = getattr(settings, "tls_client_cert", None), getattr(settings, "tls_client_key", None)
+    if (cert is None) != (key is None):
+        missing = "tls_client_key" if key is None else "tls_client_cert"
+        raise t.error(
+            missing,
+            "is required when the other client-certificate file is given",
+            hint=f"give both tls_client_cert and tls_client_key (PEM) for {client_auth}",
+        )
+    for name in ("tls_ca_file", "tls_client_cert", "tls_client_key"):
+        path = getattr(settings, name, None)
+        if path is not None and not path.is_file():
+            raise t.error(name, f"file {path} does not exist", hint="give the path of a PEM file")
 
 
 def client_context(

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from forwarder.config.reader import Table, parse_size
 from forwarder.config.secrets import Secret, resolve_secret
+from forwarder.outputs.tls import check_files
 
 DEFAULT_PORT = 8088
 EVENT_PATH = "/services/collector/event"
@@ -195,14 +196,4 @@ def _check(t: Table, s: HecSettings) -> None:
                     "only applies to an https:// endpoint",
                     hint="use https:// (HEC's default, enableSSL = 1) or remove the key",
                 )
-    if (s.tls_client_cert is None) != (s.tls_client_key is None):
-        missing = "tls_client_key" if s.tls_client_key is None else "tls_client_cert"
-        raise t.error(
-            missing,
-            "is required when the other client-certificate file is given",
-            hint="give both tls_client_cert and tls_client_key (PEM) for requireClientCert = true",
-        )
-    for key in ("tls_ca_file", "tls_client_cert", "tls_client_key"):
-        path = getattr(s, key)
-        if path is not None and not path.is_file():
-            raise t.error(key, f"file {path} does not exist", hint="give the path of a PEM file")
+    check_files(t, s, client_auth="requireClientCert = true")

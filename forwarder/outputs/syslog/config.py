@@ -8,6 +8,7 @@ from pathlib import Path
 
 from forwarder.config.reader import Table
 from forwarder.formats.syslog import FACILITIES, SEVERITIES
+from forwarder.outputs.tls import check_files
 
 # Snyk severity → syslog severity (docs/outputs/syslog.md). A finding never maps to emerg/alert (those page on-call for
 # host failures); "none" (summaries, findings without severity) is info.
@@ -102,17 +103,7 @@ def _check(t: Table, s: SyslogSettings) -> None:
                     f'only applies with transport = "tls" (this output uses {s.transport})',
                     hint='set transport = "tls" or remove the key',
                 )
-    if (s.tls_client_cert is None) != (s.tls_client_key is None):
-        missing = "tls_client_key" if s.tls_client_key is None else "tls_client_cert"
-        raise t.error(
-            missing,
-            "is required when the other client-certificate file is given",
-            hint="give both tls_client_cert and tls_client_key (PEM) for mutual TLS",
-        )
-    for key in ("tls_ca_file", "tls_client_cert", "tls_client_key"):
-        path = getattr(s, key)
-        if path is not None and not path.is_file():
-            raise t.error(key, f"file {path} does not exist", hint="give the path of a PEM file")
+    check_files(t, s, client_auth="mutual TLS")
     if not _printable(s.sd_id) or "=" in s.sd_id or len(s.sd_id) > 32:
         raise t.error(
             "sd_id",
