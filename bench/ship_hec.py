@@ -29,26 +29,21 @@ import resource
 import ssl
 import sys
 import tempfile
-import time
 import zlib
 from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import trustme
-from shipping import REPO, Stages, TimedJson, fill, proc_cpu, snapshots
+from shipping import REPO, Stages, drain_with, fill, proc_cpu, snapshots
 
 from forwarder.buffer import SqliteBuffer
 from forwarder.config.model import DeliveryConfig
 from forwarder.config.reader import Table
-from forwarder.flatten import Snapshot
-from forwarder.formats import build_formatter
 from forwarder.outputs import splunk_hec
 from forwarder.outputs.splunk_hec import client as hec_client
 from forwarder.outputs.splunk_hec.config import parse
 from forwarder.outputs.splunk_hec.encode import HecEncoder
-from forwarder.records import RecordStream
-from forwarder.shipper import Shipper
 
 TOKEN = "0b7e5c1a-3f2d-4e6b-8a9c-1d2e3f4a5b6c"
 
@@ -133,42 +128,14 @@ async def drain(
     # batch_timeout (1 s) for more records would be counted as shipping time: no waiting here.
     delivery: DeliveryConfig = replace(splunk_hec.TYPE.delivery_defaults, batch_timeout=0.0)
     output = splunk_hec.build(name, settings)
-    formatter = build_formatter(delivery)
-    budget = output.message_budget
-    if stages is not None:
-        formatter = stages.timed("format (ECS JSON)", formatter)
-        budget = stages.timed("fit (budget per record)", budget)
-        stages.patch(Snapshot, "record", "flatten")
+
+    def hec_stages(stages: Stages) -> None:
         stages.patch(HecEncoder, "body", "encode envelopes")
         stages.patch(hec_client, "gzip", "gzip")
         stages.patch(output, "_exchange", "HTTP round trip (incl. receiver)", is_async=True)
-        stages.patch(buffer, "advance", "buffer: save cursor", is_async=True)
-        import forwarder.records as records_module
 
-        stages.replace(records_module, "orjson", TimedJson(stages))
-    position = (await buffer.positions())[name]
-    reader = buffer.reader()
-    if stages is not None:
-        stages.patch(reader, "events_from", "buffer: read events", is_async=True)
-    stream = RecordStream(reader, position, delivery, formatter, summary=False, budget=budget)
-    shipper = Shipper(output, delivery, buffer, stream)
-    await output.healthcheck()
-    wall, cpu = time.perf_counter(), time.process_time()
-    task = asyncio.create_task(shipper.run())
-    while shipper.status.delivered + shipper.status.dead_lettered < total:
-        await asyncio.sleep(0.005)
-        if task.done():
-            raise RuntimeError("the shipper stopped early") from task.exception()
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    shipper.stop()
-    await task
-    stream.close()
-    await output.aclose()
-    if stages is not None:
-        stages.restore()
-    if shipper.status.dead_lettered:
-        raise RuntimeError(f"{shipper.status.dead_lettered} records were dead-lettered")
-    return {"wall": wall, "cpu": cpu, "shortened": float(stream.shortened)}
+    done = await drain_with(output, delivery, buffer, name, total, stages, hec_stages)
+    return {"wall": done.wall, "cpu": done.cpu, "shortened": float(done.shortened)}
 
 
 async def bench(args: argparse.Namespace, workdir: Path) -> int:

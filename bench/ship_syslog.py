@@ -22,23 +22,18 @@ import signal
 import ssl
 import sys
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import trustme
-from shipping import REPO, Stages, TimedJson, fill, proc_cpu, snapshots
+from shipping import REPO, Stages, drain_with, fill, proc_cpu, snapshots
 
 from forwarder.buffer import SqliteBuffer
 from forwarder.config.model import DeliveryConfig
-from forwarder.flatten import Snapshot
-from forwarder.formats import build_formatter
 from forwarder.outputs import syslog
 from forwarder.outputs.stream import StreamConnection
 from forwarder.outputs.syslog.config import SyslogSettings
 from forwarder.outputs.syslog.encode import SyslogEncoder
-from forwarder.records import RecordStream
-from forwarder.shipper import Shipper
 
 # --- the receiver (a separate process) ---------------------------------------------------------------
 
@@ -89,41 +84,13 @@ async def drain(
     # as shipping time.
     delivery: DeliveryConfig = replace(syslog.TYPE.delivery_defaults, batch_timeout=0.0)
     output = syslog.build(name, settings)
-    formatter = build_formatter(delivery)
-    budget = output.message_budget
-    if stages is not None:
-        formatter = stages.timed("format (ECS JSON)", formatter)
-        budget = stages.timed("fit (budget per record)", budget)
-        stages.patch(Snapshot, "record", "flatten")
+
+    def syslog_stages(stages: Stages) -> None:
         stages.patch(SyslogEncoder, "frame", "syslog header + framing")
         stages.patch(StreamConnection, "send", "TLS write + wait for TCP ack", is_async=True)
-        stages.patch(buffer, "advance", "buffer: save cursor", is_async=True)
-        import forwarder.records as records_module
 
-        stages.replace(records_module, "orjson", TimedJson(stages))
-    position = (await buffer.positions())[name]
-    reader = buffer.reader()
-    if stages is not None:
-        stages.patch(reader, "events_from", "buffer: read events", is_async=True)
-    stream = RecordStream(reader, position, delivery, formatter, summary=False, budget=budget)
-    shipper = Shipper(output, delivery, buffer, stream)
-    await output.healthcheck()
-    wall, cpu = time.perf_counter(), time.process_time()
-    task = asyncio.create_task(shipper.run())
-    while shipper.status.delivered + shipper.status.dead_lettered < total:
-        await asyncio.sleep(0.005)
-        if task.done():
-            raise RuntimeError("the shipper stopped early") from task.exception()
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    shipper.stop()
-    await task
-    stream.close()
-    await output.aclose()
-    if stages is not None:
-        stages.restore()
-    if shipper.status.dead_lettered:
-        raise RuntimeError(f"{shipper.status.dead_lettered} records were dead-lettered")
-    return {"wall": wall, "cpu": cpu}
+    done = await drain_with(output, delivery, buffer, name, total, stages, syslog_stages)
+    return {"wall": done.wall, "cpu": done.cpu}
 
 
 async def bench(args: argparse.Namespace, workdir: Path) -> int:

@@ -7,6 +7,7 @@ flattening, formatting and compression see what production sees.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import json
@@ -15,12 +16,20 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 
+import forwarder.records as records_module
 from forwarder.buffer import SqliteBuffer
+from forwarder.config.model import DeliveryConfig
+from forwarder.flatten import Snapshot
+from forwarder.formats import build_formatter
+from forwarder.outputs.base import Output
+from forwarder.records import RecordStream
+from forwarder.shipper import Shipper
 from forwarder.types import Webhook
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,6 +146,58 @@ async def fill(buffer: SqliteBuffer, bodies: list[bytes]) -> None:
             snyk_timestamp="2025-03-14T03:12:45.118Z",
         )
         await buffer.append(webhook)
+
+
+@dataclass(frozen=True, slots=True)
+class Drained:
+    wall: float
+    cpu: float
+    shortened: int
+
+
+async def drain_with(
+    output: Output,
+    delivery: DeliveryConfig,
+    buffer: SqliteBuffer,
+    name: str,
+    total: int,
+    stages: Stages | None,
+    output_stages: Callable[[Stages], None],
+) -> Drained:
+    """Ship ``total`` records from ``name``'s position through the real RecordStream and Shipper,
+    timing the shared stages (and, through ``output_stages``, the output's own) when profiling."""
+    formatter = build_formatter(delivery)
+    budget = output.message_budget
+    if stages is not None:
+        formatter = stages.timed("format (ECS JSON)", formatter)
+        budget = stages.timed("fit (budget per record)", budget)
+        stages.patch(Snapshot, "record", "flatten")
+        stages.patch(buffer, "advance", "buffer: save cursor", is_async=True)
+        stages.replace(records_module, "orjson", TimedJson(stages))
+        output_stages(stages)
+    position = (await buffer.positions())[name]
+    reader = buffer.reader()
+    if stages is not None:
+        stages.patch(reader, "events_from", "buffer: read events", is_async=True)
+    stream = RecordStream(reader, position, delivery, formatter, summary=False, budget=budget)
+    shipper = Shipper(output, delivery, buffer, stream)
+    await output.healthcheck()
+    wall, cpu = time.perf_counter(), time.process_time()
+    task = asyncio.create_task(shipper.run())
+    while shipper.status.delivered + shipper.status.dead_lettered < total:
+        await asyncio.sleep(0.005)
+        if task.done():
+            raise RuntimeError("the shipper stopped early") from task.exception()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    shipper.stop()
+    await task
+    stream.close()
+    await output.aclose()
+    if stages is not None:
+        stages.restore()
+    if shipper.status.dead_lettered:
+        raise RuntimeError(f"{shipper.status.dead_lettered} records were dead-lettered")
+    return Drained(wall, cpu, stream.shortened)
 
 
 # --- timing ------------------------------------------------------------------------------------------
