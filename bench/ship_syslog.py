@@ -25,8 +25,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-import trustme
-from shipping import REPO, Stages, drain_with, fill, proc_cpu, snapshots
+from shipping import REPO, Stages, drain_with, filled_buffer, proc_cpu, write_tls
 
 from forwarder.buffer import SqliteBuffer
 from forwarder.config.model import DeliveryConfig
@@ -94,17 +93,8 @@ async def drain(
 
 
 async def bench(args: argparse.Namespace, workdir: Path) -> int:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    ca_file, cert_file, key_file = workdir / "ca.pem", workdir / "cert.pem", workdir / "key.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    cert.cert_chain_pems[0].write_to_path(str(cert_file))
-    cert.private_key_pem.write_to_path(str(key_file))
-    print(f"generating {args.records:,} records in snapshots of {args.per_snapshot} issues …", flush=True)
-    bodies = snapshots(args.records, args.per_snapshot)
-    buffer = SqliteBuffer.open(workdir / "state", outputs=["measured", "profiled"], dedup_bodies=False)
-    await fill(buffer, bodies)
-    print(f"buffer filled: {len(bodies)} snapshots, {sum(map(len, bodies)) / 1e6:.1f} MB of webhook bodies", flush=True)
+    ca_file, cert_file, key_file = write_tls(workdir)
+    buffer = await filled_buffer(workdir, args.records, args.per_snapshot)
     runs = [("measured", None)] + ([] if args.no_profile else [("profiled", Stages())])
     results = []
     try:

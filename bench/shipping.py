@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
+import trustme
 
 import forwarder.records as records_module
 from forwarder.buffer import SqliteBuffer
@@ -133,6 +134,27 @@ def snapshots(records: int, per_snapshot: int, seed: int = 7) -> list[bytes]:
         bodies.append(json.dumps(payload, separators=(",", ":")).encode())
         n += count
     return bodies
+
+
+def write_tls(workdir: Path) -> tuple[Path, Path, Path]:
+    """A trustme CA and a certificate for 127.0.0.1 in ``workdir``: (ca, cert, key) files."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    ca_file, cert_file, key_file = workdir / "ca.pem", workdir / "cert.pem", workdir / "key.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    return ca_file, cert_file, key_file
+
+
+async def filled_buffer(workdir: Path, records: int, per_snapshot: int) -> SqliteBuffer:
+    """A fresh buffer holding ``records`` records for the outputs "measured" and "profiled"."""
+    print(f"generating {records:,} records in snapshots of {per_snapshot} issues …", flush=True)
+    bodies = snapshots(records, per_snapshot)
+    buffer = SqliteBuffer.open(workdir / "state", outputs=["measured", "profiled"], dedup_bodies=False)
+    await fill(buffer, bodies)
+    print(f"buffer filled: {len(bodies)} snapshots, {sum(map(len, bodies)) / 1e6:.1f} MB of webhook bodies", flush=True)
+    return buffer
 
 
 async def fill(buffer: SqliteBuffer, bodies: list[bytes]) -> None:

@@ -11,11 +11,9 @@ import io
 import json
 import random
 import ssl
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from forwarder.cli import _parser, main
 from forwarder.config.secrets import Secret
 from forwarder.receiver.verify import Verifier
 from forwarder.snyk_api import REGIONS, SnykApiError, SnykClient, parse_retry_after
+from tests.support.https_target import HttpsTarget
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.snyk_api import FakeSnykApi, ScriptedReply, TokenGrant, error_body
 
@@ -63,58 +62,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return pki
 
 
-@dataclass(frozen=True)
-class Received:
-    headers: dict[str, str]  # lower-cased names
-    body: bytes
-
-
-class Receiver:
-    """The forwarder's stand-in: an HTTPS endpoint that records each POST's raw bytes and answers 200."""
-
-    def __init__(self, pki: Pki) -> None:
-        self.received: list[Received] = []
-        self._cond = threading.Condition()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with outer._cond:
-                    outer.received.append(Received({k.lower(): v for k, v in self.headers.items()}, body))
-                    outer._cond.notify_all()
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(str(pki.cert_file), str(pki.key_file))
-        self.server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
-        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
-        self.url = f"https://{LOOPBACK}:{self.server.server_address[1]}/webhooks/snyk"
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05})
-
-    def __enter__(self) -> Receiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(5)
-
-    def wait(self, n: int) -> list[Received]:
-        with self._cond:
-            assert self._cond.wait_for(lambda: len(self.received) >= n, WAIT), self.received
-            return list(self.received)
-
-
 @pytest.fixture
-def receiver(pki: Pki) -> Iterator[Receiver]:
-    with Receiver(pki) as r:
+def receiver(pki: Pki) -> Iterator[HttpsTarget]:
+    with HttpsTarget(pki.cert_file, pki.key_file, "/webhooks/snyk") as r:
         yield r
 
 
@@ -218,7 +168,7 @@ def test_list_of_an_org_without_webhooks(api: FakeSnykApi, pki: Pki, cli: Cli) -
 
 
 def test_create_registers_the_config_secret_and_its_ping_verifies(
-    api: FakeSnykApi, pki: Pki, cli: Cli, config_file: Path, receiver: Receiver
+    api: FakeSnykApi, pki: Pki, cli: Cli, config_file: Path, receiver: HttpsTarget
 ) -> None:
     run = cli(*snyk(api, pki, "create", "--url", receiver.url, "--config", str(config_file)))
 
@@ -242,7 +192,7 @@ def test_create_registers_the_config_secret_and_its_ping_verifies(
 
 
 def test_create_with_secret_index_2_registers_the_new_secret(
-    api: FakeSnykApi, pki: Pki, cli: Cli, config_file: Path, receiver: Receiver
+    api: FakeSnykApi, pki: Pki, cli: Cli, config_file: Path, receiver: HttpsTarget
 ) -> None:
     args = ("--url", receiver.url, "--config", str(config_file), "--secret-index", "2")
     run = cli(*snyk(api, pki, "create", *args))
@@ -347,7 +297,7 @@ def test_force_creates_a_second_webhook_for_the_same_url(
 
 
 def test_force_when_snyk_refuses_duplicate_urls_says_how_to_proceed(
-    pki: Pki, cli: Cli, config_file: Path, receiver: Receiver
+    pki: Pki, cli: Cli, config_file: Path, receiver: HttpsTarget
 ) -> None:
     with make_api(pki, refuse_duplicate_urls=True) as api:
         existing = api.add_webhook(ORG, receiver.url, OLD_SECRET)
@@ -465,7 +415,7 @@ def test_delete_by_url_needs_exactly_one_match(api: FakeSnykApi, pki: Pki, cli: 
 
 
 def test_ping_sends_a_delivery_signed_with_the_stored_secret(
-    api: FakeSnykApi, pki: Pki, cli: Cli, receiver: Receiver
+    api: FakeSnykApi, pki: Pki, cli: Cli, receiver: HttpsTarget
 ) -> None:
     hook = api.add_webhook(ORG, receiver.url, NEW_SECRET)
 

@@ -11,13 +11,11 @@ import hmac
 import json
 import re
 import ssl
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ import trustme
 from tests.helpers import PING_BODY, PING_SIGNATURE
 from tests.helpers import SECRET as VECTOR_SECRET
 
+from .https_target import HttpsTarget
 from .ports import LOOPBACK, free_port
 from .snyk_api import NOT_AUTHORISED, FakeSnykApi, ScriptedReply, TokenGrant
 
@@ -44,58 +43,6 @@ class Pki:
     ca_file: Path
     cert_file: Path
     key_file: Path
-
-
-@dataclass(frozen=True)
-class Received:
-    path: str
-    headers: dict[str, str]  # lower-cased names
-    body: bytes
-
-
-class Receiver:
-    """A tiny HTTPS webhook target: records each POST (raw bytes) before answering ``status``."""
-
-    def __init__(self, pki: Pki, status: int = 200) -> None:
-        self.status = status
-        self.received: list[Received] = []
-        self._cond = threading.Condition()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with outer._cond:
-                    headers = {k.lower(): v for k, v in self.headers.items()}
-                    outer.received.append(Received(self.path, headers, body))
-                    outer._cond.notify_all()
-                self.send_response(outer.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(str(pki.cert_file), str(pki.key_file))
-        self.server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
-        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
-        self.url = f"https://{LOOPBACK}:{self.server.server_address[1]}/snyk/webhook?tenant=a"
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05})
-
-    def __enter__(self) -> Receiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(5)
-
-    def wait(self, n: int) -> list[Received]:
-        with self._cond:
-            assert self._cond.wait_for(lambda: len(self.received) >= n, WAIT), self.received
-            return list(self.received)
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +77,8 @@ def client(api: FakeSnykApi, pki: Pki) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
-def receiver(pki: Pki) -> Iterator[Receiver]:
-    with Receiver(pki) as r:
+def receiver(pki: Pki) -> Iterator[HttpsTarget]:
+    with HttpsTarget(pki.cert_file, pki.key_file, "/snyk/webhook?tenant=a") as r:
         yield r
 
 
@@ -161,7 +108,7 @@ def create(client: httpx.Client, url: str, secret: str = SECRET, org: str = ORG)
 
 
 def test_create_answers_id_and_url_then_sends_a_signed_ping(
-    api: FakeSnykApi, client: httpx.Client, receiver: Receiver
+    api: FakeSnykApi, client: httpx.Client, receiver: HttpsTarget
 ) -> None:
     response = client.post(f"org/{ORG}/webhooks", json={"url": receiver.url, "secret": SECRET})
 
@@ -194,7 +141,7 @@ def test_create_answers_id_and_url_then_sends_a_signed_ping(
 
 
 def test_ping_signature_matches_the_project_test_vector(
-    api: FakeSnykApi, client: httpx.Client, receiver: Receiver
+    api: FakeSnykApi, client: httpx.Client, receiver: HttpsTarget
 ) -> None:
     hook_id = json.loads(PING_BODY)["webhookId"]
     api.add_webhook(ORG, receiver.url, VECTOR_SECRET, webhook_id=hook_id)
@@ -211,7 +158,7 @@ def test_ping_signature_matches_the_project_test_vector(
 # -- list / get / delete / ping --------------------------------------------------------------------------------
 
 
-def test_list_get_delete(api: FakeSnykApi, client: httpx.Client, receiver: Receiver) -> None:
+def test_list_get_delete(api: FakeSnykApi, client: httpx.Client, receiver: HttpsTarget) -> None:
     first = create(client, receiver.url)
     second = create(client, receiver.url + "&rotation=2", secret=SECRET + "-new")
 
@@ -239,7 +186,7 @@ def test_list_get_delete(api: FakeSnykApi, client: httpx.Client, receiver: Recei
 
 
 def test_ping_endpoint_sends_a_new_delivery_signed_with_the_stored_secret(
-    api: FakeSnykApi, client: httpx.Client, receiver: Receiver
+    api: FakeSnykApi, client: httpx.Client, receiver: HttpsTarget
 ) -> None:
     secret = "rotated-" + uuid.uuid4().hex
     hook_id = create(client, receiver.url, secret=secret)
@@ -263,7 +210,7 @@ def test_ping_endpoint_sends_a_new_delivery_signed_with_the_stored_secret(
 
 
 def test_deliver_sends_arbitrary_events_byte_for_byte(
-    api: FakeSnykApi, client: httpx.Client, receiver: Receiver
+    api: FakeSnykApi, client: httpx.Client, receiver: HttpsTarget
 ) -> None:
     hook_id = create(client, receiver.url)
     body = '{"project": {"name": "café “quoted”"}, "score": 7.30}'.encode()
@@ -297,7 +244,7 @@ def test_deliver_sends_arbitrary_events_byte_for_byte(
     ids=["http", "ftp", "no-host", "no-url", "no-secret", "empty-secret", "url-not-str", "array", "form", "empty"],
 )
 def test_create_refuses_bad_requests(
-    api: FakeSnykApi, client: httpx.Client, receiver: Receiver, content: bytes
+    api: FakeSnykApi, client: httpx.Client, receiver: HttpsTarget, content: bytes
 ) -> None:
     response = client.post(
         f"org/{ORG}/webhooks", content=content, headers={"Content-Type": "application/json; charset=utf-8"}
@@ -310,13 +257,13 @@ def test_create_refuses_bad_requests(
     assert [d.webhook_id for d in api.wait_for_deliveries(1, WAIT)] == [good]
 
 
-def test_duplicate_url_is_allowed_by_default(api: FakeSnykApi, client: httpx.Client, receiver: Receiver) -> None:
+def test_duplicate_url_is_allowed_by_default(api: FakeSnykApi, client: httpx.Client, receiver: HttpsTarget) -> None:
     create(client, receiver.url)
     create(client, receiver.url)
     assert len(api.webhooks(ORG)) == 2
 
 
-def test_duplicate_url_refused_with_422_when_switched_on(pki: Pki, receiver: Receiver) -> None:
+def test_duplicate_url_refused_with_422_when_switched_on(pki: Pki, receiver: HttpsTarget) -> None:
     with (
         FakeSnykApi(
             pki.cert_file,
@@ -344,7 +291,7 @@ def test_duplicate_url_refused_with_422_when_switched_on(pki: Pki, receiver: Rec
     ids=["missing", "wrong-token", "bearer", "two-spaces", "no-scheme", "upper-scheme"],
 )
 def test_unauthenticated_requests_get_401(
-    api: FakeSnykApi, pki: Pki, receiver: Receiver, authorization: str | None
+    api: FakeSnykApi, pki: Pki, receiver: HttpsTarget, authorization: str | None
 ) -> None:
     hook = api.add_webhook(ORG, receiver.url, SECRET)
     headers = {} if authorization is None else {"Authorization": authorization}
@@ -369,7 +316,7 @@ def test_both_documented_token_spellings_are_accepted(api: FakeSnykApi, pki: Pki
     assert response.json() == {"results": [], "total": 0}
 
 
-def test_other_org_is_not_found(api: FakeSnykApi, client: httpx.Client, receiver: Receiver) -> None:
+def test_other_org_is_not_found(api: FakeSnykApi, client: httpx.Client, receiver: HttpsTarget) -> None:
     theirs = api.add_webhook(OTHER_ORG, receiver.url, SECRET)
 
     for response in (
@@ -387,7 +334,7 @@ def test_other_org_is_not_found(api: FakeSnykApi, client: httpx.Client, receiver
     assert api.webhooks(ORG) == []
 
 
-def test_missing_permissions_get_403(api: FakeSnykApi, pki: Pki, receiver: Receiver) -> None:
+def test_missing_permissions_get_403(api: FakeSnykApi, pki: Pki, receiver: HttpsTarget) -> None:
     api.add_token("tok-viewer", [ORG], create=False, delete=False)
     api.add_token("tok-blind", [ORG], view=False)
     hook = api.add_webhook(ORG, receiver.url, SECRET)
@@ -439,7 +386,7 @@ def test_real_rate_limit_per_window(api: FakeSnykApi, client: httpx.Client) -> N
     assert client.get(f"org/{ORG}/webhooks").status_code == 200
 
 
-def test_scripted_reply_matches_method_and_path(api: FakeSnykApi, client: httpx.Client, receiver: Receiver) -> None:
+def test_scripted_reply_matches_method_and_path(api: FakeSnykApi, client: httpx.Client, receiver: HttpsTarget) -> None:
     api.script(ScriptedReply(503, {"oops": True}, {"X-Fault": "yes"}), method="GET", path=r"/webhooks$")
 
     assert create(client, receiver.url)  # POST: not matched
@@ -477,7 +424,7 @@ def test_slow_and_dropped_replies(api: FakeSnykApi, pki: Pki) -> None:
 # -- observability and secrecy ---------------------------------------------------------------------------------
 
 
-def test_every_request_is_recorded_in_order(api: FakeSnykApi, client: httpx.Client, receiver: Receiver) -> None:
+def test_every_request_is_recorded_in_order(api: FakeSnykApi, client: httpx.Client, receiver: HttpsTarget) -> None:
     hook_id = create(client, receiver.url)
     client.get(f"org/{ORG}/webhooks?page=1")
     client.delete(f"org/{ORG}/webhooks/{hook_id}")
@@ -494,7 +441,7 @@ def test_every_request_is_recorded_in_order(api: FakeSnykApi, client: httpx.Clie
     assert json.loads(log[0].response_body)["id"] == hook_id
 
 
-def test_secret_is_never_returned(api: FakeSnykApi, client: httpx.Client, receiver: Receiver) -> None:
+def test_secret_is_never_returned(api: FakeSnykApi, client: httpx.Client, receiver: HttpsTarget) -> None:
     hook_id = create(client, receiver.url)
     responses = [
         client.get(f"org/{ORG}/webhooks"),
@@ -517,7 +464,7 @@ def test_secret_is_never_returned(api: FakeSnykApi, client: httpx.Client, receiv
 
 
 def test_delivery_failures_are_recorded(pki: Pki, client: httpx.Client, api: FakeSnykApi) -> None:
-    with Receiver(pki, status=500) as failing:
+    with HttpsTarget(pki.cert_file, pki.key_file, "/snyk/webhook?tenant=a", status=500) as failing:
         create(client, failing.url)
         [answered] = api.wait_for_deliveries(1, WAIT)
     assert answered.status == 500 and not answered.ok and answered.error is None
@@ -528,7 +475,7 @@ def test_delivery_failures_are_recorded(pki: Pki, client: httpx.Client, api: Fak
     assert not refused.ok
 
 
-def test_delivery_verifies_the_receiver_certificate(pki: Pki, receiver: Receiver) -> None:
+def test_delivery_verifies_the_receiver_certificate(pki: Pki, receiver: HttpsTarget) -> None:
     # No delivery_ca_file: the system trust store does not know the test CA.
     with FakeSnykApi(pki.cert_file, pki.key_file, tokens={TOKEN: TokenGrant(frozenset({ORG}))}) as api:
         with make_client(api, pki) as client:
@@ -557,7 +504,7 @@ def test_unknown_routes_get_json_404(api: FakeSnykApi, client: httpx.Client, met
     assert api.requests()[-1].path == path
 
 
-def test_plain_http_and_created_status_variants(receiver: Receiver, pki: Pki) -> None:
+def test_plain_http_and_created_status_variants(receiver: HttpsTarget, pki: Pki) -> None:
     with (
         FakeSnykApi(
             plain_http=True,
