@@ -19,7 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-import trustme
 
 from forwarder import cli_snyk
 from forwarder.backoff import Backoff
@@ -27,6 +26,7 @@ from forwarder.cli import _parser, main
 from forwarder.config.secrets import Secret
 from forwarder.receiver.verify import Verifier
 from forwarder.snyk_api import REGIONS, SnykApiError, SnykClient, parse_retry_after
+from tests.support.daemon import LocalCA
 from tests.support.https_target import HttpsTarget
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.snyk_api import FakeSnykApi, ScriptedReply, TokenGrant, error_body
@@ -43,23 +43,12 @@ WAIT = 5.0
 # -- fixtures ---------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Pki:
-    ca_file: Path
-    cert_file: Path
-    key_file: Path
+Pki = LocalCA  # a CA and a server certificate for 127.0.0.1, ::1 and localhost
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    d = tmp_path_factory.mktemp("snyk-cli-pki")
-    ca = trustme.CA()
-    leaf = ca.issue_cert(LOOPBACK, "localhost")
-    pki = Pki(d / "ca.pem", d / "server.pem", d / "server.key")
-    ca.cert_pem.write_to_path(str(pki.ca_file))
-    leaf.cert_chain_pems[0].write_to_path(str(pki.cert_file))
-    leaf.private_key_pem.write_to_path(str(pki.key_file))
-    return pki
+    return LocalCA(tmp_path_factory.mktemp("snyk-cli-pki"))
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import trustme
 
 from forwarder.buffer import SqliteBuffer
 from forwarder.config import parse_config
@@ -44,6 +43,7 @@ from forwarder.records import RecordStream
 from forwarder.shipper import Shipper
 from forwarder.types import Delivered, Message, Pause, Record, Reject, Retry, Split, Webhook
 from tests.helpers import SECRET, flatten_all, issue, sign, snapshot_body
+from tests.support.daemon import LocalCA
 from tests.support.rapid7 import TokenLineReceiver, WebhookReceiver
 from tests.support.syslogd import Rsyslog, SyslogNg, SyslogReceiver
 
@@ -62,22 +62,12 @@ FAST = DeliveryConfig(
 )
 
 
-@dataclass(frozen=True)
-class Pki:
-    ca_file: Path
-    cert_file: Path
-    key_file: Path
+Pki = LocalCA  # a CA and a server certificate for 127.0.0.1, ::1 and localhost
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    d = tmp_path_factory.mktemp("rapid7-pki")
-    ca = trustme.CA()
-    leaf = ca.issue_cert("127.0.0.1", "localhost")
-    ca.cert_pem.write_to_path(str(d / "ca.pem"))
-    leaf.cert_chain_pems[0].write_to_path(str(d / "server.pem"))
-    leaf.private_key_pem.write_to_path(str(d / "server.key"))
-    return Pki(d / "ca.pem", d / "server.pem", d / "server.key")
+    return LocalCA(tmp_path_factory.mktemp("rapid7-pki"))
 
 
 def c21_records() -> list[Record]:

@@ -48,6 +48,7 @@ from forwarder.records import RecordStream
 from forwarder.shipper import Shipper
 from forwarder.types import Delivered, Message, Outcome, Pause, Record, Reject, Retry, Split, Webhook
 from tests.helpers import flatten_all, issue, leaf_paths, sample, snapshot_body
+from tests.support.daemon import LocalCA
 from tests.support.hec import (
     ACK_PATH,
     EVENT_PATHS,
@@ -78,23 +79,12 @@ FAST = DeliveryConfig(
 )
 
 
-@dataclass(frozen=True)
-class Pki:
-    ca_file: Path
-    cert_file: Path
-    key_file: Path
+Pki = LocalCA  # a CA and a server certificate for 127.0.0.1, ::1 and localhost
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    d = tmp_path_factory.mktemp("hec-pki")
-    ca = trustme.CA()
-    server = ca.issue_cert("127.0.0.1", "localhost")
-    paths = Pki(d / "ca.pem", d / "server.pem", d / "server.key")
-    ca.cert_pem.write_to_path(str(paths.ca_file))
-    server.cert_chain_pems[0].write_to_path(str(paths.cert_file))
-    server.private_key_pem.write_to_path(str(paths.key_file))
-    return paths
+    return LocalCA(tmp_path_factory.mktemp("hec-pki"))
 
 
 @contextlib.contextmanager
