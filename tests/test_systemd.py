@@ -277,7 +277,17 @@ def test_uninstall_keeps_config_and_state_and_purge_removes_them(installed: Inst
 def test_the_scripts_refuse_to_change_the_machine_without_root(script: str) -> None:
     # Without --root they would write to /etc and /opt: as an ordinary user they must stop first.
     extra: dict[str, Any] = {"user": NOBODY, "group": NOBODY, "extra_groups": []} if IS_ROOT else {}
-    result = run(["bash", str(REPO / "scripts" / script)], cwd="/", **extra)
+    # A copy the ordinary user can read: the checkout (and pytest's tmp_path) may sit in a directory
+    # only root may enter (mktemp -d makes it 0700).
+    readable = Path(tempfile.mkdtemp(prefix="snyk-fwd-scripts-"))
+    try:
+        readable.chmod(0o755)
+        copy = readable / script
+        shutil.copy(REPO / "scripts" / script, copy)
+        copy.chmod(0o755)
+        result = run(["bash", str(copy)], cwd="/", **extra)
+    finally:
+        shutil.rmtree(readable)
     assert result.returncode == 1
     assert "must run as root" in result.stderr
 
